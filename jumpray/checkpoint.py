@@ -1,0 +1,1 @@
+"""Save and load the full training state (model, optimizer, scheduler, flags, RNG)."""

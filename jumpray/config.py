@@ -1,0 +1,420 @@
+"""Typed run configuration: one schema, YAML files under ``configs/``, dotted CLI overrides.
+
+The schema is pydantic with unknown keys forbidden everywhere, so a typo such as
+``selection.tua=0.01`` fails at load instead of being ignored. :func:`load_config` collects every
+problem (bad YAML key, wrong type, out-of-range value, invalid combination) and raises one
+:class:`~jumpray.errors.ConfigError` that lists them all, each with its dotted key.
+
+Every constant of the method is a config value (reference §4 lists the official defaults):
+K (``model.semantic_dim``), tau (``selection.tau``), T (``selection.temperature``), J
+(``jump.interval``), warm-up (``jump.warmup_epochs``), Beta alpha (``selection.beta_alpha``),
+blend on/off (``selection.blend``) and the clean rule (``selection.rule``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jumpray.errors import ConfigError
+
+__all__ = [
+    "RunConfig",
+    "load_config",
+    "parse_overrides",
+    "apply_overrides",
+    "config_to_flat_dict",
+    "METHOD_NAMES",
+    "SELECTION_RULES",
+]
+
+METHOD_NAMES = ("jumpteaching", "ce", "coteaching", "jocor")
+SELECTION_RULES = ("reference", "guarded")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MethodConfig(_Strict):
+    """Which learning method runs, and the baselines' own constants (their papers' defaults)."""
+
+    name: Literal["jumpteaching", "ce", "coteaching", "jocor"] = "jumpteaching"
+    forget_rate: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Co-teaching/JoCoR: final fraction dropped; null = the data's noise rate",
+    )
+    num_gradual: int = Field(
+        10, ge=0, description="Co-teaching/JoCoR: epochs to ramp the forget rate (Tk)"
+    )
+    exponent: float = Field(1.0, gt=0, description="Co-teaching/JoCoR: ramp exponent c")
+    co_lambda: float = Field(
+        0.9, ge=0.0, le=1.0, description="JoCoR: weight of the co-regularization term"
+    )
+
+
+class JumpConfig(_Strict):
+    """The jump: the flag that gates a sample at visit v was written at visit v - interval."""
+
+    interval: int = Field(
+        1, ge=1, description="J, in visits (= epochs); 1 is the reference behaviour"
+    )
+    warmup_epochs: int = Field(2, ge=0, description="epochs on all samples before selection starts")
+
+
+class SelectionConfig(_Strict):
+    """The clean rule and the semantic loss (reference §2.2-§2.4, §2.6)."""
+
+    rule: Literal["reference", "guarded"] = "reference"
+    tau: float = Field(1e-3, gt=0, description="variance threshold on the K per-bit losses")
+    max_mean_bit_loss: float = Field(
+        0.5,
+        gt=0,
+        description="guarded rule: the variance test also needs mean bit loss below this (ln 2 = 0.693 is an all-zero head)",
+    )
+    temperature: float = Field(
+        2.0, gt=0, description="T: logits are divided by T for CE and the argmax test"
+    )
+    blend: bool = Field(True, description="selection phase: input = lam*weak + (1-lam)*strong view")
+    beta_alpha: float = Field(
+        5.0, gt=0, description="lam ~ Beta(alpha, alpha), lam = max(lam, 1-lam)"
+    )
+    code_clamp: float = Field(
+        1e-4, gt=0, lt=0.5, description="semantic output clamped to [-1+c, 1-c]"
+    )
+
+
+class ModelConfig(_Strict):
+    """The two-head network: backbone + classifier head (C) + semantic head (K bits)."""
+
+    backbone: str = Field(
+        "cnn28", description="a registered backbone name (see jumpray.models.list_backbones)"
+    )
+    semantic_dim: int = Field(32, ge=2, description="K, a power of two with C <= 2K")
+    semantic_hidden: int | None = Field(
+        None, ge=1, description="hidden width of the semantic MLP; null = backbone feature dim"
+    )
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    pretrained: bool = Field(
+        False, description="ImageNet weights for resnet50 (needs internet the first time)"
+    )
+
+    @model_validator(mode="after")
+    def _power_of_two(self) -> ModelConfig:
+        k = self.semantic_dim
+        if k & (k - 1):
+            lower = 1 << (k.bit_length() - 1)
+            raise ValueError(
+                f"model.semantic_dim must be a power of two, got {k} (try {lower} or {lower * 2})"
+            )
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimisation. Defaults are tuned for the small CPU demo; reference §4 has the paper's."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    eta_min: float = Field(5e-4, ge=0.0)
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="GPU only: auto = bf16 if supported"
+    )
+    channels_last: bool = Field(True, description="GPU only")
+    num_threads: int | None = Field(
+        None, ge=1, description="torch threads for local runs; null = torch default"
+    )
+
+
+class DataConfig(_Strict):
+    """Decoding, augmentation and the bad-sample policy."""
+
+    on_error: Literal["raise", "skip"] = "raise"
+    image_size: int | None = Field(
+        None, ge=8, description="resize to this square size; null = keep (all images must match)"
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="force gray (1) or RGB (3); null = from the data"
+    )
+    mean: list[float] | None = Field(
+        None, description="per-channel normalisation mean; null = from the data's index or 0.5"
+    )
+    std: list[float] | None = None
+    augment: Literal["auto", "small", "large", "none"] = Field(
+        "auto", description="weak/strong view recipe; auto picks by image size"
+    )
+    strong_magnitude: int = Field(
+        5, ge=1, le=30, description="RandAugment-style magnitude of the strong view"
+    )
+    materialize: bool = Field(
+        True, description="Ray Data: cache decoded shards in the object store when they fit"
+    )
+    read_parallelism: int | None = Field(None, ge=1)
+
+
+class ScalingConfig(_Strict):
+    """Ray Train resources. On a 2-core box, leave one CPU for Ray Data (ray-stack-notes §3.1)."""
+
+    num_workers: int = Field(
+        1, ge=0, description="Ray Train workers; 0 = run in the driver process"
+    )
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(0.5, gt=0)
+    gpus_per_worker: float = Field(1.0, gt=0)
+    address: str | None = Field(
+        None, description="Ray cluster address; null = RAY_ADDRESS or a local Ray"
+    )
+    max_failures: int = Field(
+        2, ge=0, description="FailureConfig: restarts from the last checkpoint"
+    )
+    storage_path: str | None = Field(
+        None, description="Ray Train storage; null = <out>/ray_results"
+    )
+
+
+class SnapshotConfig(_Strict):
+    """Prior-model snapshots kept in the object store (DESIGN §3)."""
+
+    keep: int = Field(3, ge=1, description="R, the last R epochs' weights are kept (R >= J + 1)")
+
+
+class ScoreConfig(_Strict):
+    """Per-sample scoring with prior snapshots (the clean job)."""
+
+    num_snapshots: int = Field(
+        3, ge=1, description="how many of the last snapshots score each sample"
+    )
+    combine: Literal["mean", "vote"] = "mean"
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="is_label_issue = label_score < threshold"
+    )
+    batch_size: int = Field(512, ge=1)
+    num_actors: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(0.5, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0)
+
+
+class CleanConfig(_Strict):
+    """What the clean job writes."""
+
+    relabel: bool = Field(
+        False, description="relabel kept-but-wrong samples when the model is confident"
+    )
+    relabel_min_prob: float = Field(0.9, gt=0.0, le=1.0)
+    gallery_size: int = Field(36, ge=0)
+
+
+class TuneConfig(_Strict):
+    """Ray Tune search over the jump interval, K, tau and lr (ASHA)."""
+
+    num_samples: int = Field(8, ge=1)
+    metric: str = "test_accuracy"
+    mode: Literal["max", "min"] = "max"
+    max_concurrent_trials: int = Field(1, ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    search_space: dict[str, Any] = Field(
+        default_factory=dict, description="dotted key -> {grid|choice|loguniform|uniform: ...}"
+    )
+
+
+class TrackingConfig(_Strict):
+    """MLflow. A tracking failure warns and never stops a run unless strict."""
+
+    enabled: bool = True
+    uri: str | None = Field(None, description="null = MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    experiment: str = "jumpray"
+    run_name: str | None = None
+    strict: bool = False
+
+
+class RunConfig(_Strict):
+    """The root of every jumpray configuration."""
+
+    seed: int = 0
+    num_classes: int | None = Field(None, ge=2, description="null = from the shards' index.json")
+    method: MethodConfig = MethodConfig()
+    jump: JumpConfig = JumpConfig()
+    selection: SelectionConfig = SelectionConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    snapshots: SnapshotConfig = SnapshotConfig()
+    score: ScoreConfig = ScoreConfig()
+    clean: CleanConfig = CleanConfig()
+    tune: TuneConfig = TuneConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        problems = []
+        if self.snapshots.keep < self.jump.interval + 1:
+            problems.append(
+                f"snapshots.keep: {self.snapshots.keep} is below jump.interval + 1 = {self.jump.interval + 1} "
+                f"(set snapshots.keep={self.jump.interval + 1} or more)"
+            )
+        if self.score.num_snapshots > self.snapshots.keep:
+            problems.append(
+                f"score.num_snapshots: {self.score.num_snapshots} is more than snapshots.keep = {self.snapshots.keep}"
+            )
+        if self.jump.warmup_epochs >= self.train.epochs and self.method.name == "jumpteaching":
+            problems.append(
+                f"jump.warmup_epochs: {self.jump.warmup_epochs} >= train.epochs = {self.train.epochs}, so selection never "
+                "starts (the official Food-101 setting has this bug, reference §4); lower it"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides, flattening
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Parse ``key.sub=value`` strings into a nested dict; values are read as YAML scalars.
+
+    Raises:
+        ConfigError: listing every item that is not ``key=value``.
+    """
+    nested: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(f"{item!r}: an override is key.sub=value (for example train.epochs=5)")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(nested, key, value)
+    if problems:
+        raise ConfigError(problems)
+    return nested
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "search_space":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent = ".".join(str(p) for p in e["loc"][:-1])
+            msg = f"unknown key (allowed: {', '.join(_allowed_keys(parent))})"
+        elif e["type"] == "literal_error":
+            msg = f"got {e.get('input')!r}; {msg.lower()}"
+        lines.append(f"{key}: {msg}")
+    return lines
+
+
+def _allowed_keys(parent: str) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in [p for p in parent.split(".") if p]:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML config file into a dict (empty file = empty dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file (the shipped configs are under configs/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+    *,
+    base: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Build a :class:`RunConfig` from defaults, an optional YAML file and overrides.
+
+    Precedence, lowest first: schema defaults, ``base`` (a job's own defaults), the YAML file, the
+    overrides.
+
+    Args:
+        path: a YAML file; None uses only the schema defaults and ``base``.
+        overrides: ``key.sub=value`` strings, or an already nested mapping.
+        base: extra defaults applied before the file (for example the demo's settings).
+
+    Raises:
+        ConfigError: listing every problem at once.
+    """
+    tree: dict[str, Any] = dict(base or {})
+    if path is not None:
+        tree = _merge(tree, load_yaml(path))
+    extra = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    tree = _merge(tree, extra)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def apply_overrides(cfg: RunConfig, overrides: Iterable[str] | Mapping[str, Any]) -> RunConfig:
+    """Return a new config with the overrides applied on top of ``cfg`` (validated again)."""
+    return load_config(None, overrides, base=cfg.model_dump())
+
+
+def config_to_flat_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Flatten to ``{"train.epochs": 10, ...}`` for MLflow params and Tune spaces."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and not prefix.endswith("search_space"):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = node
+
+    walk("", cfg.model_dump())
+    return flat

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Lint, format check and the whole test suite except GPU tests (they need CUDA; see tests/gpu).
+# Fails loudly: any lint error or failed test exits non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== ruff check" && .venv/bin/ruff check .
+echo "== ruff format --check" && .venv/bin/ruff format --check .
+echo "== pytest (unit, integration and slow tiers; gpu tests run only where CUDA exists)"
+marker="not gpu"
+if .venv/bin/python -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then marker=""; fi
+exec .venv/bin/python -m pytest -m "$marker" -p no:cacheprovider "$@"
