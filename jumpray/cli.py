@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 import traceback
 from collections.abc import Sequence
@@ -45,6 +46,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="key.sub=value",
         help="config overrides, e.g. train.epochs=5 jump.interval=2",
     )
+
+
+def available_commands() -> dict[str, tuple[str, str]]:
+    """The commands whose job module exists in this installation."""
+    return {
+        n: v
+        for n, v in COMMANDS.items()
+        if importlib.util.find_spec(f"jumpray.jobs.{v[0]}") is not None
+    }
 
 
 def _job(module: str):
@@ -86,7 +96,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (module, help_text) in available_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             _job(module).add_arguments(p)

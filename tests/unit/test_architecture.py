@@ -1,0 +1,127 @@
+"""The one-way import direction of DESIGN.md §4, checked on the source and in fresh interpreters."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+PKG = ROOT / "jumpray"
+
+# Lower number = lower layer. A module may import only from its own layer or below
+# (train and score share a layer but must not import each other).
+LAYERS: dict[str, int] = {
+    "config": 0,
+    "errors": 0,
+    "log": 0,
+    "core": 1,
+    "data": 2,
+    "models": 2,
+    "tracking": 2,
+    "checkpoint": 2,
+    "ray_utils": 2,
+    "train": 3,
+    "score": 3,
+    "tune": 4,
+    "jobs": 5,
+    "cli": 5,
+}
+SIBLINGS_FORBIDDEN = {("train", "score"), ("score", "train")}
+CORE_ALLOWED_EXTERNAL = {
+    "torch",
+    "numpy",
+    "math",
+    "dataclasses",
+    "typing",
+    "collections",
+    "__future__",
+    "functools",
+    "itertools",
+}
+
+
+def _component(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "jumpray" and len(parts) > 1 else None
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+            found += [f"{node.module}.{a.name}" for a in node.names if node.module == "jumpray"]
+    return found
+
+
+def _sources():
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        yield path, module
+
+
+def test_every_component_has_a_layer():
+    components = {_component(m) for _, m in _sources()} - {None}
+    assert components <= set(LAYERS), (
+        f"add a layer for {components - set(LAYERS)} in this test and README"
+    )
+
+
+@pytest.mark.parametrize(
+    "path,module", list(_sources()), ids=lambda x: str(x) if isinstance(x, str) else ""
+)
+def test_imports_point_down(path, module):
+    me = _component(module)
+    if me is None:
+        return
+    for imported in _imports(path):
+        other = _component(imported)
+        if imported.startswith("pipelines"):
+            pytest.fail(f"{module} imports {imported}: nothing in jumpray imports pipelines/")
+        if other is None or other == me:
+            continue
+        assert (me, other) not in SIBLINGS_FORBIDDEN, (
+            f"{module} imports {imported}: train and score are independent"
+        )
+        assert LAYERS[other] <= LAYERS[me], (
+            f"{module} (layer {me}) imports {imported} (layer {other}, above it)"
+        )
+
+
+def test_core_imports_only_torch_numpy_and_errors():
+    for path in sorted((PKG / "core").rglob("*.py")):
+        for imported in _imports(path):
+            top = imported.split(".")[0]
+            if top == "jumpray":
+                assert imported.startswith(("jumpray.errors", "jumpray.core")), (
+                    f"{path.name} imports {imported}"
+                )
+            else:
+                assert top in CORE_ALLOWED_EXTERNAL, f"jumpray/core/{path.name} imports {imported}"
+
+
+@pytest.mark.parametrize(
+    "module", ["jumpray", "jumpray.core", "jumpray.config", "jumpray.models", "jumpray.train.loop"]
+)
+def test_light_imports_stay_light(module):
+    code = (
+        f"import sys, {module}\n"
+        "bad = sorted(m for m in ('ray', 'mlflow', 'webdataset') if m in sys.modules)\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"importing {module} pulled in {out}"
+
+
+def test_pipelines_is_not_a_package():
+    assert not (ROOT / "pipelines" / "__init__.py").exists()
