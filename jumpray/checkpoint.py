@@ -1,1 +1,102 @@
-"""Save and load the full training state (model, optimizer, scheduler, flags, RNG)."""
+"""Save and load the full training state as one versioned file in a folder (torch only).
+
+A checkpoint folder holds ``state.pt`` with: the method state (networks, optimizers, schedulers,
+AMP scaler, all flag generations, the blend generator), the epoch just finished, RNG states, the
+resolved config, the given labels and the list of snapshot epochs; and ``meta.json`` (human
+readable: format, epoch, method, num_classes). Files are written under a temporary name and
+renamed, so a crash never leaves a half checkpoint (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jumpray.errors import DataError
+
+__all__ = [
+    "FORMAT",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "restore_rng_state",
+    "STATE_FILE",
+]
+
+FORMAT = "jumpray-checkpoint/1"
+STATE_FILE = "state.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy and torch (CPU and CUDA) RNG states."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    folder: str | Path, state: dict[str, Any], *, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write ``state`` (any torch-serialisable dict) atomically to ``folder/state.pt``.
+
+    Args:
+        folder: created if missing.
+        state: must include ``epoch``; ``format`` is added.
+        meta: small JSON-able facts written to ``meta.json`` beside it.
+
+    Returns:
+        The folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{STATE_FILE}.tmp-{os.getpid()}"
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, folder / STATE_FILE)
+    info = {"format": FORMAT, "epoch": state.get("epoch")} | (meta or {})
+    tmp_meta = folder / f".meta.json.tmp-{os.getpid()}"
+    tmp_meta.write_text(json.dumps(info, indent=2, default=str))
+    os.replace(tmp_meta, folder / "meta.json")
+    return folder
+
+
+def load_checkpoint(
+    folder: str | Path, *, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        DataError: the folder has no ``state.pt`` or it is not a jumpray checkpoint.
+    """
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        raise DataError(
+            f"no {STATE_FILE} in {folder}",
+            fix="pass the checkpoint/ folder written by `jumpray train` or `jumpray clean`",
+        )
+    # Our own files: numpy RNG state and config dicts need full unpickling (weights_only=False).
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DataError(
+            f"{path} is not a {FORMAT} file", fix="re-create it with this version of jumpray"
+        )
+    return state
