@@ -1,1 +1,59 @@
-"""jumpray.data."""
+"""The data layer: shards in and out, streamed by Ray Data, safe (DESIGN §5, CONTRACT §1-§2).
+
+Public names are re-exported lazily: ``import jumpray.data`` imports neither Ray, webdataset nor
+PIL; each name loads its module on first use.
+
+- writing: :class:`ShardWriter`, :func:`write_arrays`, :func:`write_fashion_mnist`,
+  :func:`write_from_list`, :func:`write_from_folder`
+- reading: :func:`read_shards` (Ray Data) -> :class:`ShardSource`, :func:`scan_folder` (no Ray),
+  :func:`iter_plain` (the webdataset package, one process, for comparison)
+- per batch: :func:`decode_image`, :func:`make_augmenter` / :class:`Augmenter`
+- contract: :mod:`jumpray.data.schema`, the quarantine table :mod:`jumpray.data.quarantine`
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ShardWriter": "writer",
+    "ProgressLog": "writer",
+    "write_arrays": "sources",
+    "write_fashion_mnist": "sources",
+    "write_from_list": "sources",
+    "write_from_folder": "sources",
+    "read_list_file": "sources",
+    "apply_noise": "sources",
+    "read_shards": "shards",
+    "scan_folder": "shards",
+    "read_shard_rows": "shards",
+    "ShardSource": "shards",
+    "ShardInfo": "shards",
+    "FolderScan": "shards",
+    "iter_plain": "plain_reader",
+    "decode_image": "decode",
+    "resolve_normalization": "decode",
+    "make_augmenter": "augment",
+    "Augmenter": "augment",
+    "augment_batch": "augment",
+    "ShardIndex": "schema",
+    "read_index": "schema",
+    "QuarantineLog": "quarantine",
+    "QUARANTINE_SCHEMA": "quarantine",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jumpray.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"jumpray.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

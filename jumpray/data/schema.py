@@ -1,0 +1,208 @@
+"""The shard folder contract (CONTRACT §1) and the row schema of the data layer.
+
+A shard folder holds WebDataset tars ``<prefix>-NNNNNN.tar`` and an ``index.json``. A sample is the
+run of consecutive tar members sharing a ``__key__`` (the member name up to its first dot); its
+members are one image (``jpg``/``jpeg``/``png``/``webp``), ``cls`` (the given label, ASCII integer)
+and ``json`` (``{"idx": int, "clean": int, "source": str}``). Members with any other suffix are
+never read, let alone decoded or unpickled.
+
+Rows that :func:`jumpray.data.read_shards` yields (numpy batches; one row per usable sample):
+
+======================  ==============================================================
+``key``                 str, the sample's ``__key__``
+``shard``               str, the tar's file name (not the path)
+``idx``                 int64, the global sample id (``json`` idx, or assigned, see below)
+``given_label``         int64, the ``cls`` member: the label as given, possibly wrong
+``clean_label``         int64, ``json`` "clean", or -1 when unknown
+``image``               uint8 (C, H, W), C = 1 or 3
+======================  ==============================================================
+
+Quarantine rows (:data:`QUARANTINE_COLUMNS`): ``key``, ``shard``, ``idx`` (-1 when unknown) and
+``reason``; one per sample that could not be used, so rows out + quarantined = rows in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jumpray.errors import DataError
+
+__all__ = [
+    "FORMAT",
+    "INDEX_FILE",
+    "QUARANTINE_FILE",
+    "KEY",
+    "SHARD",
+    "IDX",
+    "GIVEN_LABEL",
+    "CLEAN_LABEL",
+    "IMAGE",
+    "ROW_COLUMNS",
+    "QUARANTINE_COLUMNS",
+    "IMAGE_SUFFIXES",
+    "LABEL_SUFFIX",
+    "META_SUFFIX",
+    "TEXT_SUFFIX",
+    "READ_SUFFIXES",
+    "ShardEntry",
+    "ShardIndex",
+    "sample_key",
+    "shard_name",
+    "split_member_name",
+    "list_shard_files",
+    "read_index",
+    "write_index",
+]
+
+FORMAT = "jumpray-shards/1"
+INDEX_FILE = "index.json"
+QUARANTINE_FILE = "quarantine.parquet"
+
+KEY = "key"
+SHARD = "shard"
+IDX = "idx"
+GIVEN_LABEL = "given_label"
+CLEAN_LABEL = "clean_label"
+IMAGE = "image"
+ROW_COLUMNS = (KEY, SHARD, IDX, GIVEN_LABEL, CLEAN_LABEL, IMAGE)
+QUARANTINE_COLUMNS = (KEY, SHARD, IDX, "reason")
+
+IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
+LABEL_SUFFIX = "cls"
+META_SUFFIX = "json"
+TEXT_SUFFIX = "txt"
+# The only members whose bytes are ever read; everything else (pyd, pickle, pth, npy...) is skipped.
+READ_SUFFIXES = frozenset((*IMAGE_SUFFIXES, LABEL_SUFFIX, META_SUFFIX, TEXT_SUFFIX))
+
+
+def sample_key(idx: int) -> str:
+    """The writer's key for a sample: ``s`` + 9 digits (no dots, sorts in idx order)."""
+    return f"s{idx:09d}"
+
+
+def shard_name(prefix: str, number: int) -> str:
+    """``<prefix>-NNNNNN.tar``."""
+    return f"{prefix}-{number:06d}.tar"
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """Split a tar member name into (key, suffix) the WebDataset way.
+
+    The key is the directory part plus the base name up to its first dot; the suffix is the rest
+    of the base name, lower-cased. A name without a dot has suffix "".
+    """
+    head, sep, base = name.rpartition("/")
+    stem, dot, suffix = base.partition(".")
+    return head + sep + stem, suffix.lower() if dot else ""
+
+
+def list_shard_files(folder: str | Path) -> list[Path]:
+    """The ``*.tar`` files of a shard folder, sorted by name (the folder's shard order)."""
+    return sorted(p for p in Path(folder).glob("*.tar") if p.is_file())
+
+
+@dataclass
+class ShardEntry:
+    """One tar of a shard folder as listed in ``index.json``."""
+
+    file: str
+    num_samples: int
+
+
+@dataclass
+class ShardIndex:
+    """The content of ``index.json`` (CONTRACT §1, plus optional fields this writer adds).
+
+    Attributes:
+        num_samples: samples in the folder; idx values are 0..num_samples-1.
+        num_classes: C; every ``cls`` is in [0, C).
+        class_names: C names, or empty when unknown.
+        has_clean_labels: True when at least one sample's json carries ``clean``.
+        shards: the tars, in order.
+        channels: 1 or 3 when every image has it, else None.
+        image_size: [H, W] when every image has it, else None.
+        mean, std: per-channel normalisation suggested from a sample of images (0..1 scale).
+        noise: {"spec", "kind", "rate", "seed", "realized_rate"} when noise was injected.
+        extra: anything else (source description, counts), kept verbatim.
+    """
+
+    num_samples: int
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    has_clean_labels: bool = False
+    shards: list[ShardEntry] = field(default_factory=list)
+    channels: int | None = None
+    image_size: list[int] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    noise: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to ``index.json`` (``format`` first)."""
+        body = asdict(self)
+        extra = body.pop("extra")
+        return {"format": FORMAT, **body, **extra}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, path: str = INDEX_FILE) -> ShardIndex:
+        """Parse and check an ``index.json`` object.
+
+        Raises:
+            DataError: a required field is missing or has the wrong type.
+        """
+        fmt = data.get("format", FORMAT)
+        if not str(fmt).startswith("jumpray-shards/"):
+            raise DataError(f"{path}: unknown format {fmt!r}, expected {FORMAT!r}")
+        try:
+            shards = [ShardEntry(str(s["file"]), int(s["num_samples"])) for s in data["shards"]]
+            known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+            return cls(
+                num_samples=int(data["num_samples"]),
+                num_classes=int(data["num_classes"]),
+                class_names=[str(c) for c in data.get("class_names") or []],
+                has_clean_labels=bool(data.get("has_clean_labels", False)),
+                shards=shards,
+                channels=data.get("channels"),
+                image_size=data.get("image_size"),
+                mean=data.get("mean"),
+                std=data.get("std"),
+                noise=data.get("noise"),
+                extra={k: v for k, v in data.items() if k not in known and k != "format"},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(
+                f"{path}: missing or invalid field ({exc!r})",
+                fix="rewrite the folder with `jumpray shards`, or delete index.json to read the tars alone",
+            ) from None
+
+
+def read_index(folder: str | Path) -> ShardIndex | None:
+    """Read ``folder/index.json``; None when the folder has none.
+
+    Raises:
+        DataError: the file exists but is not valid JSON or misses a field.
+    """
+    path = Path(folder) / INDEX_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: the top level must be an object")
+    return ShardIndex.from_json(data, path=str(path))
+
+
+def write_index(folder: str | Path, index: ShardIndex) -> Path:
+    """Write ``folder/index.json`` atomically (temp name, then rename)."""
+    path = Path(folder) / INDEX_FILE
+    tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(index.to_json(), indent=1) + "\n")
+    os.replace(tmp, path)
+    return path

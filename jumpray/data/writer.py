@@ -1,0 +1,297 @@
+"""Writing a shard folder (CONTRACT §1): tars with count and size limits, index.json, atomically.
+
+Everything goes to a hidden temporary folder beside ``out`` (each tar itself under a ``.partial``
+name until closed); only a complete folder is renamed to ``out``, so an interrupted run never
+leaves half a dataset where a reader would find it. An existing ``out`` is refused unless
+``overwrite=True``. The writer holds one sample at a time, never the dataset.
+
+``idx`` is assigned densely in write order (0, 1, ...), so a source image quarantined while
+writing leaves no hole; the sample's provenance stays in its ``json`` ``source`` field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from jumpray.data.quarantine import OnError, QuarantineLog
+from jumpray.data.schema import (
+    IMAGE_SUFFIXES,
+    LABEL_SUFFIX,
+    META_SUFFIX,
+    QUARANTINE_FILE,
+    ShardEntry,
+    ShardIndex,
+    sample_key,
+    shard_name,
+    write_index,
+)
+from jumpray.data.tario import TarSampleWriter
+from jumpray.errors import DataError
+from jumpray.log import get_logger
+
+__all__ = ["ShardWriter", "ProgressLog", "DEFAULT_MAX_SAMPLES", "DEFAULT_MAX_BYTES"]
+
+log = get_logger(__name__)
+
+DEFAULT_MAX_SAMPLES = 5000
+DEFAULT_MAX_BYTES = 512 * 1024**2
+
+
+class ProgressLog:
+    """Logs ``done/total``, rate and ETA at most every ``every_s`` seconds (and at the end).
+
+    Args:
+        what: what is counted ("samples written").
+        total: the expected count, or None when unknown (no ETA then).
+        every_s: seconds between lines.
+    """
+
+    def __init__(self, what: str, total: int | None = None, *, every_s: float = 10.0):
+        self.what, self.total, self.every_s = what, total, every_s
+        self.done = 0
+        self.start = self._last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more; log when ``every_s`` has passed since the last line."""
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._log(now)
+
+    def finish(self) -> float:
+        """Log the final line; return the elapsed seconds."""
+        now = time.monotonic()
+        self._log(now)
+        return now - self.start
+
+    def _log(self, now: float) -> None:
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done / elapsed
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info(
+                "%s: %d/%d (%.0f%%), %.0f/s, ETA %.0f s",
+                self.what,
+                self.done,
+                self.total,
+                100.0 * self.done / self.total,
+                rate,
+                eta,
+            )
+        else:
+            log.info("%s: %d, %.0f/s", self.what, self.done, rate)
+
+
+class ShardWriter:
+    """Write samples into ``out``: ``<prefix>-NNNNNN.tar`` + ``index.json`` + ``quarantine.parquet``.
+
+    Use as a context manager (an exception removes the temporary folder), or call :meth:`close`.
+
+    Args:
+        out: the shard folder to create.
+        prefix: shard file name prefix (``train`` gives ``train-000000.tar``).
+        max_samples_per_shard: a new tar starts after this many samples.
+        max_shard_bytes: a new tar starts before one would exceed this size (a single larger
+            sample gets a tar of its own).
+        overwrite: replace an existing ``out`` (only once the new folder is complete).
+        on_error: policy for :meth:`skip` (source images that cannot be used).
+        total: expected number of samples, for progress lines.
+
+    Raises:
+        DataError: ``out`` exists and ``overwrite`` is False.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        prefix: str = "train",
+        max_samples_per_shard: int = DEFAULT_MAX_SAMPLES,
+        max_shard_bytes: int = DEFAULT_MAX_BYTES,
+        overwrite: bool = False,
+        on_error: OnError = "raise",
+        total: int | None = None,
+    ):
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise DataError(
+                f"output folder {self.out} already exists",
+                fix="pass --overwrite (or overwrite=True) to replace it, or choose another --out",
+            )
+        if max_samples_per_shard < 1 or max_shard_bytes < 1024:
+            raise ValueError("max_samples_per_shard must be >= 1 and max_shard_bytes >= 1024")
+        self.prefix, self.overwrite = prefix, overwrite
+        self.max_samples, self.max_bytes = max_samples_per_shard, max_shard_bytes
+        self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        self.quarantine = QuarantineLog(
+            on_error, fix="fix or remove the source image, or pass data.on_error=skip"
+        )
+        self.progress = ProgressLog(f"{self.out.name}: samples written", total)
+        self.shards: list[ShardEntry] = []
+        self.num_samples = 0
+        self.num_clean = 0
+        self._shapes: set[tuple[int, int, int]] = set()
+        self._tar: TarSampleWriter | None = None
+        self._closed = False
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write(
+        self,
+        image: bytes,
+        *,
+        image_format: str,
+        given_label: int,
+        clean_label: int | None = None,
+        source: str | None = None,
+        shape: tuple[int, int, int] | None = None,
+    ) -> int:
+        """Append one sample; returns the idx it was given.
+
+        Args:
+            image: encoded image bytes, stored as they are.
+            image_format: the member suffix, one of jpg/jpeg/png/webp.
+            given_label: the ``cls`` value (possibly wrong).
+            clean_label: the true label when known (stored in ``json`` as ``clean``).
+            source: where the image came from (stored in ``json``), e.g. a relative path.
+            shape: (C, H, W) of the decoded image, for index.json's channels/image_size.
+        """
+        fmt = image_format.lower().lstrip(".")
+        if fmt not in IMAGE_SUFFIXES:
+            raise ValueError(f"image_format must be one of {IMAGE_SUFFIXES}, got {image_format!r}")
+        idx = self.num_samples
+        meta: dict[str, Any] = {"idx": idx}
+        if clean_label is not None:
+            meta["clean"] = int(clean_label)
+            self.num_clean += 1
+        if source is not None:
+            meta["source"] = source
+        members = {
+            fmt: image,
+            LABEL_SUFFIX: str(int(given_label)).encode(),
+            META_SUFFIX: json.dumps(meta, separators=(",", ":")).encode(),
+        }
+        size = sum(512 + len(v) + 511 for v in members.values())
+        tar = self._tar
+        if (
+            tar is None
+            or tar.num_samples >= self.max_samples
+            or (tar.num_samples and tar.num_bytes + size > self.max_bytes)
+        ):
+            tar = self._next_tar()
+        tar.write(sample_key(idx), members)
+        if shape is not None:
+            self._shapes.add(tuple(int(s) for s in shape))
+        self.num_samples += 1
+        self.progress.update()
+        return idx
+
+    def skip(self, *, source: str, reason: str) -> None:
+        """A source sample that cannot be written: raise or quarantine it (``on_error``).
+
+        Raises:
+            DataError: under ``on_error=raise``, naming the source and the reason.
+        """
+        self.quarantine.add(key=source, shard="", reason=reason)
+
+    def _next_tar(self) -> TarSampleWriter:
+        self._close_tar()
+        name = shard_name(self.prefix, len(self.shards))
+        self._tar = TarSampleWriter(self.tmp / f"{name}.partial")
+        return self._tar
+
+    def _close_tar(self) -> None:
+        tar, self._tar = self._tar, None
+        if tar is None:
+            return
+        tar.close()
+        final = tar.path.with_name(tar.path.name.removesuffix(".partial"))
+        os.replace(tar.path, final)
+        self.shards.append(ShardEntry(final.name, tar.num_samples))
+
+    # -- finishing ----------------------------------------------------------------------------
+
+    def close(
+        self,
+        *,
+        num_classes: int,
+        class_names: list[str] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        noise: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ShardIndex:
+        """Finish the last tar, write index.json and quarantine.parquet, rename into place.
+
+        Returns:
+            The index written.
+        """
+        self._close_tar()
+        channels = {s[0] for s in self._shapes}
+        sizes = {s[1:] for s in self._shapes}
+        index = ShardIndex(
+            num_samples=self.num_samples,
+            num_classes=int(num_classes),
+            class_names=list(class_names or []),
+            has_clean_labels=self.num_clean > 0,
+            shards=self.shards,
+            channels=channels.pop() if len(channels) == 1 else None,
+            image_size=list(sizes.pop()) if len(sizes) == 1 else None,
+            mean=mean,
+            std=std,
+            noise=noise,
+            extra={
+                "num_clean_labels": self.num_clean,
+                "num_quarantined": len(self.quarantine),
+                **(extra or {}),
+            },
+        )
+        write_index(self.tmp, index)
+        self.quarantine.write(self.tmp / QUARANTINE_FILE)
+        self._publish()
+        elapsed = self.progress.finish()
+        log.info(
+            "wrote %d samples in %d shards to %s (%.1f s, %d quarantined)",
+            self.num_samples,
+            len(self.shards),
+            self.out,
+            elapsed,
+            len(self.quarantine),
+        )
+        return index
+
+    def _publish(self) -> None:
+        old = None
+        if self.out.exists():
+            if not self.overwrite:
+                raise DataError(f"output folder {self.out} appeared while writing", fix="retry")
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            os.replace(self.out, old)
+        os.replace(self.tmp, self.out)
+        self._closed = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop everything written so far (the temporary folder); ``out`` is untouched."""
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._closed = True
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self._closed:
+            self.abort()

@@ -1,0 +1,98 @@
+"""Tiny shard builders for data-layer tests: raw tarfile, so shards can be malformed on purpose."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+EVIL_MARKER = "jumpray-evil-pickle-ran"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG of uint8 (H, W) or (H, W, 3)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def tiny_images(n: int, *, size: int = 8, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """uint8 (n, size, size) or (n, size, size, 3) with a distinct value pattern per image."""
+    rng = np.random.default_rng(seed)
+    shape = (n, size, size) if channels == 1 else (n, size, size, channels)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def sample(key: str, *, image=None, cls="0", meta: dict | None = None, extra=None) -> list:
+    """Members (name, bytes) of one sample; pass None to leave a member out."""
+    members = []
+    if image is not None:
+        members.append((f"{key}.png", image))
+    if cls is not None:
+        members.append((f"{key}.cls", str(cls).encode()))
+    if meta is not None:
+        members.append((f"{key}.json", json.dumps(meta).encode()))
+    for name, data in extra or []:
+        members.append((f"{key}.{name}", data))
+    return members
+
+
+def write_tar(path: Path, samples: list[list[tuple[str, bytes]]]) -> Path:
+    """Write the members of the samples, in order, as a tar."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for members in samples:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_index(folder: Path, shards: dict[str, int], *, num_classes: int = 3, **extra) -> None:
+    body = {
+        "format": "jumpray-shards/1",
+        "num_samples": sum(shards.values()),
+        "num_classes": num_classes,
+        "class_names": [f"c{i}" for i in range(num_classes)],
+        "has_clean_labels": True,
+        "shards": [{"file": f, "num_samples": n} for f, n in shards.items()],
+        **extra,
+    }
+    (folder / "index.json").write_text(json.dumps(body))
+
+
+class _Evil:
+    """Unpickling this creates the file ``target`` (what a malicious shard member would do)."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        code = f"open({self.target!r}, 'w').write('pwned')"
+        return (eval, (code,))
+
+
+def evil_pickle(target: Path) -> bytes:
+    """Pickle bytes that create ``target`` when loaded (never load them outside a test)."""
+    return pickle.dumps(_Evil(str(target)))
+
+
+def truncate(path: Path, keep_bytes: int) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep_bytes])
+
+
+def file_size(path: Path) -> int:
+    return os.path.getsize(path)
