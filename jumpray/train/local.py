@@ -19,11 +19,14 @@ from jumpray.config import RunConfig
 from jumpray.data.augment import make_augmenter
 from jumpray.log import get_logger
 from jumpray.train.loop import evaluate, finalize_counts, train_epoch
-from jumpray.train.methods import Method, build_method
+from jumpray.train.methods import Method, build_method, epoch_generator
 
 __all__ = ["ArraySet", "LocalResult", "run_local", "iter_batches", "format_epoch_line"]
 
 log = get_logger(__name__)
+
+# The generator stream of the augmentation draws (see epoch_generator); shared with the worker.
+VIEW_STREAM = 1
 
 
 @dataclass
@@ -98,6 +101,7 @@ def run_local(
     on_epoch: Callable[[int, dict[str, float], Method], None] | None = None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    shuffle: bool = True,
 ) -> LocalResult:
     """Train ``cfg.method.name`` on in-memory data for ``cfg.train.epochs`` epochs.
 
@@ -110,6 +114,8 @@ def run_local(
         device: "cpu" or "cuda".
         on_epoch: called after every epoch with (epoch, metrics, method).
         mean, std: normalisation; defaults to ``cfg.data.mean/std`` or 0.5.
+        shuffle: a new sample order every epoch; False = ``train``'s row order (the order a
+            single Ray Train worker sees with ``preserve_order``, for equality tests).
 
     Returns:
         A :class:`LocalResult`; ``history[e]`` holds epoch e's metrics.
@@ -126,8 +132,7 @@ def run_local(
         recipe=cfg.data.augment,
         strong_magnitude=cfg.data.strong_magnitude,
     )
-    view_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    order_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    order_gen = torch.Generator().manual_seed(cfg.seed + 2) if shuffle else None
     method = build_method(
         cfg,
         num_classes=num_classes,
@@ -141,12 +146,15 @@ def run_local(
     start = time.perf_counter()
     for epoch in range(cfg.train.epochs):
         t0 = time.perf_counter()
+        # Per-epoch seeds, exactly as the Ray Train worker draws them (rank 0).
+        view_gen = epoch_generator(cfg.seed, epoch=epoch, stream=VIEW_STREAM)
+        method.begin_epoch(epoch)
         counts = train_epoch(
             method,
             iter_batches(train, batch_size=cfg.train.batch_size, generator=order_gen),
             epoch=epoch,
             device=device,
-            views=lambda x: augmenter.train(x, view_gen),
+            views=lambda x, g=view_gen: augmenter.train(x, g),
         )
         metrics = finalize_counts(counts) | method.end_epoch(epoch)
         if test is not None:

@@ -18,12 +18,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jumpray.train.methods import Batch, Method
+from jumpray.train.methods import Batch, Method, epoch_generator
 
-__all__ = ["train_epoch", "evaluate", "finalize_counts", "to_batch", "ViewFn", "TestViewFn"]
+__all__ = [
+    "train_epoch",
+    "evaluate",
+    "finalize_counts",
+    "to_batch",
+    "make_dummy",
+    "epoch_generator",
+    "ViewFn",
+    "TestViewFn",
+    "SyncFn",
+    "COUNT_KEYS",
+]
 
 ViewFn = Callable[[Tensor], tuple[Tensor, Tensor | None]]
 TestViewFn = Callable[[Tensor], Tensor]
+SyncFn = Callable[[bool], bool]
 
 COUNT_KEYS = (
     "num_samples",
@@ -72,8 +84,17 @@ def train_epoch(
     device: torch.device | str = "cpu",
     views: ViewFn | None = None,
     max_batches: int | None = None,
+    sync: SyncFn | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    dummy_template: Batch | None = None,
 ) -> dict[str, float]:
     """Run one epoch of ``method`` over ``batches``; the method's state is updated in place.
+
+    Under data parallelism the ranks' shards may differ in length. With ``sync`` (an all-reduce
+    "does any rank still have a batch"), a rank whose batches ran out keeps stepping with a dummy
+    batch (its last real batch, loss times 0, nothing recorded or counted) until every rank is
+    done, so every rank joins every collective of every step (DDP gradient all-reduce, the
+    methods' own counts) and nobody hangs.
 
     Args:
         method: a method from :func:`jumpray.train.methods.build_method`.
@@ -82,25 +103,69 @@ def train_epoch(
         device: where the batches go.
         views: makes (weak, strong) float views from uint8 images on the device.
         max_batches: stop early after this many batches (for smoke runs).
+        sync: ``has_batch -> any rank has one``; None in a single process.
+        on_batch: called with each real batch after its update (coverage, checks, test hooks).
+        dummy_template: the batch a rank that had no batch at all this epoch steps with.
 
     Returns:
-        Summable counts (``COUNT_KEYS``) plus ``train_time_s``. Call :func:`finalize_counts` for
-        loss, selected fraction, selection precision / recall / F1 and samples/s. Selection
-        counts compare the samples whose gradient counted against ``given_label == clean_label``
-        on the samples whose clean label is known.
+        Summable counts (``COUNT_KEYS``) plus ``num_dummy_steps`` and ``train_time_s``. Call
+        :func:`finalize_counts` for loss, selected fraction, selection precision / recall / F1
+        and samples/s. Selection counts compare the samples whose gradient counted against
+        ``given_label == clean_label`` on the samples whose clean label is known.
+
+    Raises:
+        RuntimeError: this rank must take a dummy step but has never seen a batch and got no
+            ``dummy_template``.
     """
     device = torch.device(device)
     method.train()
     counts = dict.fromkeys(COUNT_KEYS, 0.0)
+    counts["num_dummy_steps"] = 0.0
     start = time.perf_counter()
-    for i, raw in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
+    source = iter(batches)
+    template = dummy_template
+    num_real = 0
+    while True:
+        raw = None
+        if max_batches is None or num_real < max_batches:
+            raw = next(source, None)
+        has_batch = raw is not None
+        if not (sync(has_batch) if sync is not None else has_batch):
             break
-        batch = to_batch(raw, device, views=views, want_strong=method.needs_strong_view)
-        out = method.train_step(batch, epoch=epoch)
-        _accumulate(counts, batch, out.selected.detach().cpu(), out.loss)
+        if has_batch:
+            batch = to_batch(raw, device, views=views, want_strong=method.needs_strong_view)
+            out = method.train_step(batch, epoch=epoch)
+            _accumulate(counts, batch, out.selected.detach().cpu(), out.loss)
+            num_real += 1
+            template = batch
+            if on_batch is not None:
+                on_batch(batch)
+            continue
+        if template is None:
+            raise RuntimeError(
+                "this rank has no batch to stand in for while other ranks still train; "
+                "pass dummy_template"
+            )
+        method.train_step(make_dummy(template), epoch=epoch)
+        counts["num_dummy_steps"] += 1
     counts["train_time_s"] = time.perf_counter() - start
     return counts
+
+
+def make_dummy(template: Batch, size: int = 2) -> Batch:
+    """A dummy batch: the first ``size`` rows of ``template``, marked ``dummy`` (see Batch)."""
+
+    def head(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t[:size]
+
+    return Batch(
+        image=template.image[:size],
+        given_label=template.given_label[:size],
+        idx=template.idx[:size],
+        image_strong=head(template.image_strong),
+        clean_label=head(template.clean_label),
+        dummy=True,
+    )
 
 
 def _accumulate(counts: dict[str, float], batch: Batch, selected: Tensor, loss: float) -> None:

@@ -41,7 +41,16 @@ from jumpray.core import (
 )
 from jumpray.models import build_model
 
-__all__ = ["Batch", "StepOutput", "Method", "build_method", "METHODS", "GatherFn", "CountFn"]
+__all__ = [
+    "Batch",
+    "StepOutput",
+    "Method",
+    "build_method",
+    "METHODS",
+    "GatherFn",
+    "CountFn",
+    "epoch_generator",
+]
 
 GatherFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 CountFn = Callable[[int], int]
@@ -57,6 +66,9 @@ class Batch:
         idx: (B,) int64 global sample ids.
         image_strong: (B, C, H, W) float32 strong view, or None.
         clean_label: (B,) int64 true labels (-1 = unknown), or None.
+        dummy: a stand-in step of a rank whose shard ran out while others still train: the same
+            forward/backward (so every collective of a real step happens, in the same order) with
+            the loss multiplied by 0, no flag records and nothing selected.
     """
 
     image: Tensor
@@ -64,6 +76,7 @@ class Batch:
     idx: Tensor
     image_strong: Tensor | None = None
     clean_label: Tensor | None = None
+    dummy: bool = False
 
 
 @dataclass
@@ -72,6 +85,17 @@ class StepOutput:
 
     loss: float
     selected: Tensor
+
+
+def epoch_generator(seed: int, *, epoch: int, rank: int = 0, stream: int = 0) -> torch.Generator:
+    """A CPU generator seeded from (seed, stream, rank, epoch) alone.
+
+    Seeding every epoch afresh (instead of carrying one generator through the run) makes a run
+    resumed from an epoch-end checkpoint draw exactly what the uninterrupted run would have, and
+    gives each rank its own stream.
+    """
+    mixed = (seed * 1_000_003 + stream * 100_003 + rank * 10_007 + epoch) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
 
 
 def _identity_count(n: int) -> int:
@@ -127,6 +151,9 @@ class _Base:
         for net in self.nets:
             net.train()
 
+    def begin_epoch(self, epoch: int, *, rank: int = 0) -> None:
+        """Called before each epoch; methods with their own randomness reseed it here."""
+
     def eval_model(self) -> nn.Module:
         """The network whose test accuracy is reported (the first one for two-network methods)."""
         return self.nets[0]
@@ -165,9 +192,13 @@ class JumpTeaching(_Base):
 
     def __init__(self, cfg: RunConfig, net: nn.Module, *, num_samples: int, device: torch.device):
         super().__init__(cfg, [net], device=device)
-        self.codebook = make_codebook(net.num_classes, net.num_bits).to(device)
+        self.codebook = make_codebook(_unwrap(net).num_classes, _unwrap(net).num_bits).to(device)
         self.flags = JumpFlags(num_samples, cfg.jump.interval, initial=False, device="cpu")
         self.generator = torch.Generator().manual_seed(cfg.seed + 7919)
+
+    def begin_epoch(self, epoch: int, *, rank: int = 0) -> None:
+        """Reseed the blend draws from (seed, rank, epoch), so a resumed run draws the same."""
+        self.generator = epoch_generator(self.cfg.seed, epoch=epoch, rank=rank, stream=7919)
 
     def in_warmup(self, epoch: int) -> bool:
         return epoch < self.cfg.jump.warmup_epochs
@@ -189,7 +220,10 @@ class JumpTeaching(_Base):
             loss = warmup_loss(logits, bits, y, temperature=sel_cfg.temperature)
         else:
             # The jump: the gate was written at this sample's visit J epochs ago, by that model state.
-            selected = self.flags.gate(batch.idx.cpu()).to(self.device)
+            if batch.dummy:
+                selected = torch.zeros_like(y, dtype=torch.bool)
+            else:
+                selected = self.flags.gate(batch.idx.cpu()).to(self.device)
             loss = jump_loss(
                 logits,
                 codes,
@@ -209,7 +243,10 @@ class JumpTeaching(_Base):
             temperature=sel_cfg.temperature,
             max_mean_bit_loss=sel_cfg.max_mean_bit_loss,
         )
-        self.flags.record(batch.idx.cpu(), new_flags.cpu())
+        if batch.dummy:
+            loss, selected = loss * 0.0, torch.zeros_like(selected)
+        else:
+            self.flags.record(batch.idx.cpu(), new_flags.cpu())
         nothing = self.global_count(int(selected.sum())) == 0
         self._update(loss, self.optimizers[0], skip=nothing)
         return StepOutput(float(loss.detach()), selected)
@@ -245,10 +282,10 @@ class CrossEntropy(_Base):
         with self.autocast():
             logits, _ = self.nets[0](self._prep(batch.image))
         loss = F.cross_entropy(logits.float(), batch.given_label)
+        if batch.dummy:
+            loss = loss * 0.0
         self._update(loss, self.optimizers[0])
-        return StepOutput(
-            float(loss.detach()), torch.ones_like(batch.given_label, dtype=torch.bool)
-        )
+        return StepOutput(float(loss.detach()), _all_or_none(batch))
 
 
 class _TwoNet(_Base):
@@ -298,6 +335,9 @@ class CoTeaching(_TwoNet):
         )
         update_1 = loss_1[mask_1].mean()
         update_2 = loss_2[mask_2].mean()
+        if batch.dummy:
+            update_1, update_2 = update_1 * 0.0, update_2 * 0.0
+            mask_2 = torch.zeros_like(mask_2)
         self._update(update_1, self.optimizers[0])
         self._update(update_2, self.optimizers[1])
         # Report network 1's own small-loss pick (what it hands to network 2).
@@ -323,6 +363,8 @@ class JoCoR(_TwoNet):
             co_lambda=self.cfg.method.co_lambda,
             forget_rate=self.current_forget_rate(epoch),
         )
+        if batch.dummy:
+            loss, mask = loss * 0.0, torch.zeros_like(mask)
         self._update(loss, self.optimizers[0])
         return StepOutput(float(loss.detach()), mask)
 
@@ -396,6 +438,11 @@ def build_method(
 
 def _unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "module", net)
+
+
+def _all_or_none(batch: Batch) -> Tensor:
+    """(B,) bool: every sample counts in a real step, none in a dummy one."""
+    return torch.full_like(batch.given_label, not batch.dummy, dtype=torch.bool)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -1,0 +1,124 @@
+"""Data-parallel mechanics on a real 2-process gloo group (no Ray): unequal shards do not hang DDP,
+every rank ends an epoch with the same flags and weights, and every idx is trained on once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from jumpray.train.distributed import (
+    Coverage,
+    all_gather_pairs,
+    all_reduce_counts,
+    all_reduce_sum,
+    any_rank,
+)
+from jumpray.train.loop import train_epoch
+
+from ._tiny import N, tiny_batches, tiny_config, tiny_method
+
+EPOCHS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    result: dict = {}
+    # The helpers with unequal lengths and a non-bool dtype.
+    mine = (
+        (torch.tensor([0, 1, 2]), torch.tensor([7, 8, 9]))
+        if rank == 0
+        else (
+            torch.tensor([5]),
+            torch.tensor([4]),
+        )
+    )
+    result["gathered"] = all_gather_pairs(*mine)
+    result["counts"] = all_reduce_counts({"n": rank + 1.0, "t": 10.0 * (rank + 1)}, maximum=("t",))
+    result["sum"] = all_reduce_sum(rank + 5)
+    result["any"] = (any_rank(rank == 1), any_rank(False))
+
+    # Jump-teaching under DDP: rank 0 holds 2 batches (8 samples), rank 1 one batch (4 samples).
+    cfg = tiny_config(jump={"warmup_epochs": 1}, train={"epochs": EPOCHS})
+    method = tiny_method(cfg, wrap=DistributedDataParallel)
+    method.global_count = all_reduce_sum
+    batches = tiny_batches()
+    mine_batches = batches[:2] if rank == 0 else batches[2:]
+    cov = Coverage(N)
+    history = []
+    for epoch in range(EPOCHS):
+        method.begin_epoch(epoch, rank=rank)
+        counts = train_epoch(
+            method, mine_batches, epoch=epoch, sync=any_rank, on_batch=lambda b: cov.add(b.idx)
+        )
+        dummies = counts["num_dummy_steps"]
+        total = all_reduce_counts(counts, maximum=("train_time_s",))
+        method.end_epoch(epoch, gather=all_gather_pairs)
+        history.append({"dummies": dummies, "num_samples": total["num_samples"]} | cov.summary())
+    result["history"] = history
+    result["flags"] = method.flags.state_dict()
+    result["params"] = [p.detach().clone() for p in method.nets[0].parameters()]
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _run_two_ranks(tmp_path: Path, timeout_s: float = 120.0) -> list[dict]:
+    ctx = mp.spawn(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the two ranks hung (a collective was not joined by every rank)")
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_two_gloo_ranks_with_unequal_shards(tmp_path):
+    r0, r1 = _run_two_ranks(tmp_path)
+    for r in (r0, r1):
+        idx, vals = r["gathered"]
+        assert idx.tolist() == [0, 1, 2, 5] and vals.tolist() == [7, 8, 9, 4]
+        assert vals.dtype == torch.int64
+        assert r["counts"] == {"n": 3.0, "t": 20.0}
+        assert r["sum"] == 11 and r["any"] == (True, False)
+    for epoch in range(EPOCHS):
+        h0, h1 = r0["history"][epoch], r1["history"][epoch]
+        # Rank 1 stood in once per epoch for the batch it did not have.
+        assert (h0["dummies"], h1["dummies"]) == (0, 1)
+        assert h0["num_samples"] == h1["num_samples"] == N
+        assert h0["num_unique_seen"] == N and h0["num_seen_multiple"] == h0["num_unseen"] == 0
+    # Every rank applied the same gathered updates and the same averaged gradients.
+    assert torch.equal(r0["flags"]["slots"], r1["flags"]["slots"])
+    assert r0["flags"]["visits"].tolist() == [EPOCHS] * N
+    assert 0 < int(r0["flags"]["slots"].sum()) < N
+    for p0, p1 in zip(r0["params"], r1["params"], strict=True):
+        torch.testing.assert_close(p0, p1, rtol=0, atol=0)
+
+
+def test_single_process_helpers_are_identities():
+    idx, vals = all_gather_pairs(torch.tensor([3, 1]), torch.tensor([True, False]))
+    assert idx.tolist() == [3, 1] and vals.tolist() == [True, False]
+    assert all_reduce_sum(4) == 4 and any_rank(True) and not any_rank(False)
+    assert all_reduce_counts({"a": 1}) == {"a": 1.0}
+    cov = Coverage(5)
+    cov.add(torch.tensor([0, 1, 1]))
+    assert cov.summary() == {"num_unique_seen": 2.0, "num_seen_multiple": 1.0, "num_unseen": 3.0}
+    assert cov.summary()["num_unseen"] == 5.0  # reset after each summary
+    with pytest.raises(ValueError, match="-1 is the padding"):
+        all_gather_pairs(torch.tensor([-1]), torch.tensor([True]))
