@@ -9,6 +9,7 @@ which makes decoding big web images several times faster without visible loss.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -60,6 +61,12 @@ def _resize_center_crop(im: Image.Image, size: int) -> Image.Image:
     return im.crop((left, top, left + size, top + size))
 
 
+def _undecodable(exc: Exception) -> str:
+    # PIL quotes the in-memory file object's address; drop it so reasons are stable.
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
+    return f"image does not decode ({type(exc).__name__}: {text})"
+
+
 def _open(data: bytes) -> Image.Image:
     im = Image.open(io.BytesIO(data))
     if im.format not in ("JPEG", "PNG", "WEBP", "MPO", "GIF", "BMP", "TIFF"):
@@ -95,7 +102,7 @@ def decode_image(
                 im = _resize_center_crop(im, image_size)
             arr = np.asarray(im, dtype=np.uint8)
     except Exception as exc:  # PIL signals bad data with many types (OSError, SyntaxError, ...)
-        raise DataError(f"image does not decode ({type(exc).__name__}: {exc})") from None
+        raise DataError(_undecodable(exc)) from None
     if arr.ndim == 2:
         return np.ascontiguousarray(arr[None])
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
@@ -124,7 +131,7 @@ def inspect_image(data: bytes, *, thumb_size: int = 32) -> tuple[str, int, int, 
             im = _to_channels(im, c).resize((thumb_size, thumb_size), Image.Resampling.BILINEAR)
             thumb = np.asarray(im, dtype=np.uint8)
     except Exception as exc:  # PIL signals bad data with many types
-        raise DataError(f"image does not decode ({type(exc).__name__}: {exc})") from None
+        raise DataError(_undecodable(exc)) from None
     thumb = thumb[None] if thumb.ndim == 2 else thumb.transpose(2, 0, 1)
     return str(fmt), c, h, w, np.ascontiguousarray(thumb)
 

@@ -96,3 +96,38 @@ def truncate(path: Path, keep_bytes: int) -> None:
 
 def file_size(path: Path) -> int:
     return os.path.getsize(path)
+
+
+def make_clothing1m(root):
+    """A Clothing1M-shaped tree: images/<a>/<bb>/<name>.jpg and the label/ lists (reference §6)."""
+    images = tiny_images(6, size=16, channels=3, seed=1)
+    paths = [f"images/{i % 2}/{i:02d}/{i:04d}.jpg" for i in range(6)]
+    for path, img in zip(paths, images, strict=True):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(jpeg_bytes(img))
+    label = root / "label"
+    label.mkdir()
+    noisy = [5, 3, 13, 0, 7, 7]
+    (label / "noisy_label_kv.txt").write_text(
+        "".join(f"{p} {y}\n" for p, y in zip(paths, noisy, strict=True))
+    )
+    (label / "clean_label_kv.txt").write_text(f"{paths[0]} 5\n{paths[2]} 1\n{paths[5]} 9\n")
+    # Train keys in their own order (line number = id); paths[1] is not in the train list.
+    (label / "noisy_train_key_list.txt").write_text(
+        "\n".join([paths[4], paths[0], paths[2], paths[3]]) + "\n"
+    )
+    (label / "clean_test_key_list.txt").write_text(f"{paths[5]}\n")
+    return paths, images, noisy
+
+
+def make_webvision(root, labels):
+    """A WebVision-shaped tree: info/train_filelist_google.txt and google/q<label>/img<i>.jpg."""
+    (root / "info").mkdir(parents=True)
+    lines = []
+    for i, y in enumerate(labels):
+        rel = f"google/q{y:04d}/img{i}.jpg"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(jpeg_bytes(tiny_images(1, size=20, channels=3, seed=i)[0]))
+        lines.append(f"{rel} {y}")
+    (root / "info" / "train_filelist_google.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -14,7 +14,7 @@ from jumpray.data.sources import read_list_file, write_from_folder, write_from_l
 from jumpray.data.tario import TarSampleReader
 from jumpray.errors import ConfigError, DataError
 
-from ._build import jpeg_bytes, png_bytes, tiny_images
+from ._build import make_clothing1m, make_webvision, png_bytes, tiny_images
 
 
 def _samples(folder):
@@ -25,28 +25,6 @@ def _samples(folder):
             image = next(v for k, v in s.members.items() if k in ("jpg", "png", "webp"))
             rows.append((int(s.members["cls"]), meta, image))
     return rows
-
-
-def make_clothing1m(root):
-    """A Clothing1M-shaped tree: images/<a>/<bb>/<name>.jpg and the label/ lists (reference §6)."""
-    images = tiny_images(6, size=16, channels=3, seed=1)
-    paths = [f"images/{i % 2}/{i:02d}/{i:04d}.jpg" for i in range(6)]
-    for path, img in zip(paths, images, strict=True):
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(jpeg_bytes(img))
-    label = root / "label"
-    label.mkdir()
-    noisy = [5, 3, 13, 0, 7, 7]
-    (label / "noisy_label_kv.txt").write_text(
-        "".join(f"{p} {y}\n" for p, y in zip(paths, noisy, strict=True))
-    )
-    (label / "clean_label_kv.txt").write_text(f"{paths[0]} 5\n{paths[2]} 1\n{paths[5]} 9\n")
-    # Train keys in their own order (line number = id); paths[1] is not in the train list.
-    (label / "noisy_train_key_list.txt").write_text(
-        "\n".join([paths[4], paths[0], paths[2], paths[3]]) + "\n"
-    )
-    (label / "clean_test_key_list.txt").write_text(f"{paths[5]}\n")
-    return paths, images, noisy
 
 
 def test_clothing1m_layout_with_key_list_and_clean_list(tmp_path):
@@ -106,16 +84,7 @@ def test_key_missing_from_list_raises_or_is_quarantined(tmp_path):
 
 
 def test_webvision_layout_keeps_the_first_50_classes(tmp_path):
-    root = tmp_path / "webvision"
-    (root / "info").mkdir(parents=True)
-    labels = [0, 49, 50, 12, 999, 49]
-    lines = []
-    for i, y in enumerate(labels):
-        rel = f"google/q{y:04d}/img{i}.jpg"
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(jpeg_bytes(tiny_images(1, size=20, channels=3, seed=i)[0]))
-        lines.append(f"{rel} {y}")
-    (root / "info" / "train_filelist_google.txt").write_text("\n".join(lines) + "\n")
+    root = make_webvision(tmp_path / "webvision", [0, 49, 50, 12, 999, 49])
     index = write_from_list(
         root / "info" / "train_filelist_google.txt", root=root, out=tmp_path / "mini", max_label=49
     )
