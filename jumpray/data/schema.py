@@ -54,6 +54,8 @@ __all__ = [
     "shard_name",
     "split_member_name",
     "list_shard_files",
+    "parse_label_member",
+    "parse_meta_member",
     "read_index",
     "write_index",
 ]
@@ -179,6 +181,37 @@ class ShardIndex:
                 f"{path}: missing or invalid field ({exc!r})",
                 fix="rewrite the folder with `jumpray shards`, or delete index.json to read the tars alone",
             ) from None
+
+
+def parse_label_member(raw: bytes | None) -> int | None:
+    """The integer in a ``cls`` member, or None when absent or not an integer."""
+    try:
+        text = raw.decode("ascii").strip() if raw is not None else ""
+        return int(text) if text.lstrip("-").isdigit() else None
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_meta_member(raw: bytes | None) -> tuple[int, int, str | None]:
+    """(idx or -1, clean or -1, problem or None) of a ``json`` member (absent: no idx, no clean).
+
+    Parsed with :func:`json.loads` only: data, never code.
+    """
+    if raw is None:
+        return -1, -1, None
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return -1, -1, "json member is not valid JSON"
+    if not isinstance(meta, dict):
+        return -1, -1, "json member is not an object"
+    idx, clean = meta.get("idx", -1), meta.get("clean", -1)
+    if clean is None:
+        clean = -1
+    for name, value in (("idx", idx), ("clean", clean)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return -1, -1, f"json {name} is not an integer: {value!r}"
+    return idx, clean, None
 
 
 def read_index(folder: str | Path) -> ShardIndex | None:

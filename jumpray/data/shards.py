@@ -50,6 +50,8 @@ from jumpray.data.schema import (
     SHARD,
     ShardIndex,
     list_shard_files,
+    parse_label_member,
+    parse_meta_member,
     read_index,
 )
 from jumpray.data.tario import TarSampleReader
@@ -104,44 +106,17 @@ class ShardScan:
     error: str | None = None
 
 
-def _parse_int(raw: bytes | None) -> int | None:
-    try:
-        text = raw.decode("ascii").strip() if raw is not None else ""
-        return int(text) if text.lstrip("-").isdigit() else None
-    except UnicodeDecodeError:
-        return None
-
-
-def _parse_meta(raw: bytes | None) -> tuple[int, int, str | None]:
-    """(idx or -1, clean or -1, problem) from a json member (absent = no idx, no clean)."""
-    if raw is None:
-        return -1, -1, None
-    try:
-        meta = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return -1, -1, "json member is not valid JSON"
-    if not isinstance(meta, dict):
-        return -1, -1, "json member is not an object"
-    idx, clean = meta.get("idx", -1), meta.get("clean", -1)
-    if clean is None:
-        clean = -1
-    for name, value in (("idx", idx), ("clean", clean)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            return -1, -1, f"json {name} is not an integer: {value!r}"
-    return idx, clean, None
-
-
 def _sample_problem(members: dict[str, bytes | None]) -> tuple[int, int, int, str | None]:
     """(given, idx, clean, problem) of one sample's members."""
     if not any(s in members for s in IMAGE_SUFFIXES):
         return -1, -1, -1, f"no image member (one of {', '.join(IMAGE_SUFFIXES)})"
     if LABEL_SUFFIX not in members:
         return -1, -1, -1, "no cls member (the label)"
-    given = _parse_int(members[LABEL_SUFFIX])
+    given = parse_label_member(members[LABEL_SUFFIX])
     if given is None:
         raw = members[LABEL_SUFFIX] or b""
         return -1, -1, -1, f"cls is not an integer: {raw[:40]!r}"
-    idx, clean, problem = _parse_meta(members.get(META_SUFFIX))
+    idx, clean, problem = parse_meta_member(members.get(META_SUFFIX))
     return given, idx, clean, problem
 
 
@@ -481,8 +456,8 @@ def read_shard_rows(
     for s in TarSampleReader(path, read_suffixes=READ_SUFFIXES):
         if s.ordinal in skip or not s.complete:
             continue
-        given = _parse_int(s.members.get(LABEL_SUFFIX))
-        idx, clean, _ = _parse_meta(s.members.get(META_SUFFIX))
+        given = parse_label_member(s.members.get(LABEL_SUFFIX))
+        idx, clean, _ = parse_meta_member(s.members.get(META_SUFFIX))
         if idx_base is not None:
             idx = idx_base + s.ordinal
         try:

@@ -1,0 +1,134 @@
+"""A plain single-process reader of the same shards, with the ``webdataset`` package.
+
+The baseline :func:`jumpray.data.read_shards` is measured against (benchmarks/data_throughput.py)
+and a dependable way to look at a folder without Ray. It yields the same batch dicts (the row
+schema of :mod:`jumpray.data.schema`, plus ``weak``/``strong`` with an augmenter).
+
+Safety is explicit rather than inherited from webdataset's defaults: ``select_files`` keeps only
+image, ``cls``, ``json`` and ``txt`` members while the tar is read, and decoding is done here by
+hand, never with ``.decode()`` (whose default handlers would unpickle ``pyd``/``pickle``
+members). Bad samples follow ``on_error`` like the Ray reader, but this reader runs no metadata
+scan: duplicate idx values and truncation-lost samples are not detected here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jumpray.data.augment import Augmenter
+from jumpray.data.decode import decode_image
+from jumpray.data.quarantine import OnError, QuarantineLog
+from jumpray.data.schema import (
+    CLEAN_LABEL,
+    GIVEN_LABEL,
+    IDX,
+    IMAGE,
+    IMAGE_SUFFIXES,
+    KEY,
+    LABEL_SUFFIX,
+    META_SUFFIX,
+    READ_SUFFIXES,
+    SHARD,
+    list_shard_files,
+    parse_label_member,
+    parse_meta_member,
+    split_member_name,
+)
+from jumpray.errors import DataError
+
+__all__ = ["iter_plain"]
+
+
+def _wanted(name: str) -> bool:
+    return split_member_name(name)[1] in READ_SUFFIXES
+
+
+def _row(sample: dict, position: int, *, channels, image_size) -> tuple:
+    """(key, shard, idx, given, clean, image) of one webdataset sample dict."""
+    image = next((sample[s] for s in IMAGE_SUFFIXES if s in sample), None)
+    if image is None:
+        raise DataError(f"no image member (one of {', '.join(IMAGE_SUFFIXES)})")
+    given = parse_label_member(sample.get(LABEL_SUFFIX))
+    if given is None:
+        raise DataError("no cls member, or cls is not an integer")
+    idx, clean, problem = parse_meta_member(sample.get(META_SUFFIX))
+    if problem:
+        raise DataError(problem)
+    pixels = decode_image(image, channels=channels, image_size=image_size)
+    shard = Path(sample["__url__"]).name
+    return sample["__key__"], shard, position if idx < 0 else idx, given, clean, pixels
+
+
+def iter_plain(
+    shard_dir: str | Path,
+    *,
+    batch_size: int = 256,
+    augmenter: Augmenter | None = None,
+    generator: torch.Generator | None = None,
+    channels: int | None = None,
+    image_size: int | None = None,
+    on_error: OnError = "raise",
+    quarantine: QuarantineLog | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield batches of decoded (and, with ``augmenter``, augmented) rows, in shard order.
+
+    Args:
+        shard_dir: a shard folder (CONTRACT §1).
+        batch_size: rows per batch (the last one may be smaller).
+        augmenter: adds ``weak`` and ``strong`` float32 (B, C, S, S) numpy columns.
+        generator: the augmenter's random source.
+        channels, image_size: as :func:`jumpray.data.decode.decode_image`.
+        on_error: ``raise`` or ``skip`` (skipped samples go to ``quarantine`` when given).
+        quarantine: collects skipped samples.
+
+    Raises:
+        DataError: under ``raise``, naming shard, key and reason.
+    """
+    import webdataset as wds
+
+    urls = [str(p) for p in list_shard_files(shard_dir)]
+    if not urls:
+        raise DataError(f"{shard_dir} holds no .tar shards")
+    police = quarantine if quarantine is not None else QuarantineLog(on_error)
+    police.on_error = on_error
+    dataset = wds.WebDataset(
+        urls,
+        shardshuffle=False,
+        handler=wds.reraise_exception,
+        select_files=_wanted,
+        empty_check=False,
+        nodesplitter=None,
+        workersplitter=None,
+    )
+    rows: list[tuple] = []
+    for position, sample in enumerate(dataset):
+        try:
+            rows.append(_row(sample, position, channels=channels, image_size=image_size))
+        except DataError as exc:
+            police.add(key=sample["__key__"], shard=Path(sample["__url__"]).name, reason=exc.reason)
+            continue
+        if len(rows) == batch_size:
+            yield _batch(rows, augmenter, generator)
+            rows = []
+    if rows:
+        yield _batch(rows, augmenter, generator)
+
+
+def _batch(rows: list[tuple], augmenter: Augmenter | None, generator) -> dict[str, np.ndarray]:
+    keys, shards, idx, given, clean, images = zip(*rows, strict=True)
+    batch = {
+        KEY: np.asarray(keys, dtype=object),
+        SHARD: np.asarray(shards, dtype=object),
+        IDX: np.asarray(idx, np.int64),
+        GIVEN_LABEL: np.asarray(given, np.int64),
+        CLEAN_LABEL: np.asarray(clean, np.int64),
+        IMAGE: np.stack(images),
+    }
+    if augmenter is not None:
+        weak, strong = augmenter.train(batch[IMAGE], generator)
+        batch["weak"], batch["strong"] = weak.numpy(), strong.numpy()
+    return batch
