@@ -162,6 +162,14 @@ class DataConfig(_Strict):
         True, description="Ray Data: cache decoded shards in the object store when they fit"
     )
     read_parallelism: int | None = Field(None, ge=1)
+    shuffle_buffer: int = Field(
+        2048,
+        ge=0,
+        description="Ray Train: rows in each worker's local shuffle buffer; 0 = read order",
+    )
+    preserve_order: bool = Field(
+        False, description="Ray Data: deterministic row order (reproducibility checks; slower)"
+    )
 
 
 class ScalingConfig(_Strict):

@@ -30,6 +30,8 @@ __all__ = [
     "all_reduce_counts",
     "any_rank",
     "Coverage",
+    "same_on_all_ranks",
+    "digest",
 ]
 
 _PAD = -1
@@ -147,6 +149,30 @@ def all_reduce_counts(
         dist.all_reduce(t, op=op)
         out |= dict(zip(names, t.cpu().tolist(), strict=True))
     return out
+
+
+def digest(*tensors: Tensor) -> int:
+    """An order-sensitive integer fingerprint of integer/bool tensors (equal state, equal digest).
+
+    Each element is weighted by a position-dependent odd multiplier below 2**31, so the int64 sum
+    cannot overflow for up to about 2**30 elements with values below 2**2.
+    """
+    total = 0
+    for t in tensors:
+        flat = t.detach().to("cpu", torch.int64).flatten()
+        pos = torch.arange(flat.numel(), dtype=torch.int64)
+        weight = (pos * 2654435761 + 97) % (2**31 - 1) | 1
+        total += int((flat * weight).sum())
+    return total
+
+
+def same_on_all_ranks(value: int) -> bool:
+    """True when ``value`` (e.g. a :func:`digest` of the flag table) is equal on every rank."""
+    if not is_distributed():
+        return True
+    t = torch.tensor([int(value), -int(value)], dtype=torch.int64, device=comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t[0]) == -int(t[1])
 
 
 class Coverage:

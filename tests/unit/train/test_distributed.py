@@ -21,6 +21,8 @@ from jumpray.train.distributed import (
     all_reduce_counts,
     all_reduce_sum,
     any_rank,
+    digest,
+    same_on_all_ranks,
 )
 from jumpray.train.loop import train_epoch
 
@@ -73,7 +75,26 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         history.append({"dummies": dummies, "num_samples": total["num_samples"]} | cov.summary())
     result["history"] = history
     result["flags"] = method.flags.state_dict()
+    result["digest_agrees"] = same_on_all_ranks(
+        digest(result["flags"]["slots"], result["flags"]["visits"])
+    )
+    result["digest_differs"] = same_on_all_ranks(rank)
     result["params"] = [p.detach().clone() for p in method.nets[0].parameters()]
+    # The baselines under DDP with the same unequal split: every net stays in sync.
+    for name in ("ce", "coteaching", "jocor"):
+        extra = {"forget_rate": 0.5, "num_gradual": 0} if name != "ce" else {}
+        other = tiny_method(
+            tiny_config(method={"name": name, **extra}), wrap=DistributedDataParallel
+        )
+        dummies = []
+        for epoch in range(2):
+            counts = train_epoch(other, mine_batches, epoch=epoch, sync=any_rank)
+            dummies.append(counts["num_dummy_steps"])
+            other.end_epoch(epoch)
+        result[name] = {
+            "dummies": dummies,
+            "params": [p.detach().clone() for net in other.nets for p in net.parameters()],
+        }
     torch.save(result, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -109,6 +130,19 @@ def test_two_gloo_ranks_with_unequal_shards(tmp_path):
     assert 0 < int(r0["flags"]["slots"].sum()) < N
     for p0, p1 in zip(r0["params"], r1["params"], strict=True):
         torch.testing.assert_close(p0, p1, rtol=0, atol=0)
+    assert r0["digest_agrees"] and r1["digest_agrees"]
+    assert not r0["digest_differs"] and not r1["digest_differs"]
+    for name in ("ce", "coteaching", "jocor"):
+        assert r0[name]["dummies"] == [0, 0] and r1[name]["dummies"] == [1, 1]
+        for p0, p1 in zip(r0[name]["params"], r1[name]["params"], strict=True):
+            torch.testing.assert_close(p0, p1, rtol=0, atol=0)
+
+
+def test_digest_is_order_sensitive_and_single_process_agrees():
+    a = torch.tensor([True, False, True])
+    assert digest(a) == digest(a.clone()) != digest(torch.tensor([True, True, False]))
+    assert digest(a, torch.tensor([1, 2])) != digest(a, torch.tensor([2, 1]))
+    assert same_on_all_ranks(12345)
 
 
 def test_single_process_helpers_are_identities():

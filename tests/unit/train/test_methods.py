@@ -62,7 +62,7 @@ def test_jocor_updates_on_the_joint_small_loss_set():
     )
     out = method.train_step(batch, epoch=0)
     assert torch.equal(out.selected, mask) and int(mask.sum()) == 2
-    assert out.loss == pytest.approx(float(loss), rel=1e-5)
+    assert out.loss == pytest.approx(float(loss.detach()), rel=1e-5)
     # One optimizer over both networks: both moved.
     assert not all(
         torch.equal(a, b) for a, b in zip(params_of(net_2), params(method, 1), strict=True)

@@ -1,0 +1,433 @@
+"""The Ray Train per-worker function: the core loop over this worker's dataset shard (DESIGN §3).
+
+Each worker (one DDP rank) builds the method with ``prepare_model`` (DDP, gloo on CPU / NCCL on
+GPU), resumes from ``ray.train.get_checkpoint()`` when there is one, and every epoch:
+
+1. trains over ``get_dataset_shard("train")`` with :func:`~jumpray.train.loop.train_epoch`; a rank
+   whose shard ran out joins the others' steps with dummy steps (ranks vote each step), so unequal
+   splits (``streaming_split(equal=False)``: every sample seen once per epoch) never hang DDP;
+2. all-reduces the epoch counts, all-gathers the (idx, flag) records so every rank commits the
+   same flag generation (``method.end_epoch``), and all-reduces the per-idx visit counts (every
+   idx exactly once per epoch: ``num_unique_seen``, ``num_seen_multiple``, ``num_unseen``);
+3. evaluates its part of ``test`` and all-reduces the correct counts;
+4. on rank 0: sends the weights to the run's snapshot store actor and writes a checkpoint;
+   every rank calls ``ray.train.report`` with the same metrics (rank 0 with the checkpoint).
+
+Checkpoint ``state.pt`` keys (read by scoring): ``epoch``, ``method_name``, ``method`` (networks,
+optimizers, schedulers, scaler, all flag generations), ``model`` (the evaluation network's weights),
+``model_args`` (``build_model`` arguments), ``config``, ``rng``, ``given_label`` ((N,) int64, -1 for
+ids never seen), ``snapshots`` (last R ``(epoch, weights)``), ``snapshot_epochs``, ``history``
+(metrics of every epoch so far), ``data`` (normalisation and image shape).
+
+``run_worker`` also runs without Ray Train (``scaling.num_workers=0``): the launcher then passes a
+local context object with the same small interface.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from jumpray.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from jumpray.config import RunConfig
+from jumpray.data.augment import make_augmenter
+from jumpray.errors import DataError
+from jumpray.log import get_logger
+from jumpray.train.distributed import (
+    Coverage,
+    all_gather_pairs,
+    all_reduce_counts,
+    all_reduce_sum,
+    any_rank,
+    digest,
+    same_on_all_ranks,
+)
+from jumpray.train.local import VIEW_STREAM
+from jumpray.train.loop import evaluate, finalize_counts, train_epoch
+from jumpray.train.methods import Batch, Method, build_method, epoch_generator
+
+__all__ = ["train_fn_per_worker", "run_worker", "WorkerContext", "TRAIN_COLUMNS", "LOOP_KEYS"]
+
+log = get_logger(__name__)
+
+# The columns a worker reads (strings such as key/shard cannot become tensors).
+TRAIN_COLUMNS = ["image", "given_label", "idx", "clean_label"]
+# What the launcher puts into train_loop_config.
+LOOP_KEYS = (
+    "config",
+    "num_classes",
+    "num_samples",
+    "channels",
+    "image_hw",
+    "mean",
+    "std",
+    "noise_rate",
+    "has_test",
+    "snapshot_store",
+    "fault",
+)
+
+
+class WorkerContext(Protocol):
+    """What :func:`run_worker` needs from its runtime (Ray Train, or the driver itself)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare_model(self, net: nn.Module) -> nn.Module: ...
+    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None: ...
+    def checkpoint(self) -> Any: ...
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None: ...
+
+
+class RayTrainContext:
+    """:class:`WorkerContext` inside a Ray Train worker."""
+
+    def __init__(self, cfg: RunConfig):
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.cfg = cfg
+
+    def prepare_model(self, net: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        # DDP only when world_size > 1; it also moves the net to this worker's device.
+        return ray.train.torch.prepare_model(net)
+
+    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
+        import ray.train
+
+        try:
+            shard = ray.train.get_dataset_shard(name)
+        except KeyError:
+            return None
+        if shard is None:
+            return None
+        buffer = self.cfg.data.shuffle_buffer if seed is not None else 0
+        return shard.iter_torch_batches(
+            batch_size=batch_size,
+            device="cpu",  # uint8 images; to_batch moves them (4x fewer bytes than float)
+            local_shuffle_buffer_size=buffer or None,
+            local_shuffle_seed=seed if buffer else None,
+        )
+
+    def checkpoint(self) -> Any:
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's ``train_loop_per_worker``: see the module docstring."""
+    cfg = RunConfig.model_validate(loop_config["config"])
+    run_worker(loop_config, RayTrainContext(cfg))
+
+
+@dataclass
+class _RunState:
+    """What a worker carries across epochs besides the method."""
+
+    labels: Tensor
+    labels_complete: bool = False
+    snapshots: deque = field(default_factory=deque)
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def run_worker(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
+    """Train for ``train.epochs`` epochs, resuming from the context's checkpoint when present."""
+    cfg = RunConfig.model_validate(loop_config["config"])
+    n = int(loop_config["num_samples"])
+    method = _build(cfg, loop_config, ctx)
+    augmenter = _augmenter(cfg, loop_config)
+    state = _RunState(labels=torch.full((n,), -1, dtype=torch.int64))
+    state.snapshots = deque(maxlen=cfg.snapshots.keep)
+    store = loop_config.get("snapshot_store")
+    _resume(ctx, method, state, store)
+    coverage = Coverage(n)
+    distributed = ctx.world_size > 1
+    for epoch in range(state.start_epoch, cfg.train.epochs):
+        t0 = time.perf_counter()
+        method.begin_epoch(epoch, rank=ctx.rank)
+        view_gen = epoch_generator(cfg.seed, epoch=epoch, rank=ctx.rank, stream=VIEW_STREAM)
+        seen: list[tuple[Tensor, Tensor]] = []
+        on_batch = _batch_hook(loop_config, ctx, epoch, coverage, state, seen)
+        counts = train_epoch(
+            method,
+            ctx.batches(
+                "train", batch_size=cfg.train.batch_size, seed=_shuffle_seed(cfg, epoch, ctx)
+            )
+            or [],
+            epoch=epoch,
+            device=ctx.device,
+            views=lambda x, g=view_gen: augmenter.train(x, g),
+            sync=any_rank if distributed else None,
+            on_batch=on_batch,
+        )
+        metrics = finalize_counts(all_reduce_counts(counts, maximum=("train_time_s",)))
+        metrics |= method.end_epoch(epoch, gather=all_gather_pairs if distributed else None)
+        metrics |= coverage.summary()
+        metrics |= _flag_health(method)
+        metrics["num_dummy_steps"] = all_reduce_counts({"n": counts["num_dummy_steps"]})["n"]
+        metrics["attempt_start_epoch"] = float(state.start_epoch)
+        _complete_labels(state, seen)
+        if loop_config.get("has_test"):
+            metrics |= _test_metrics(cfg, method, ctx, augmenter)
+        metrics["epoch"] = float(epoch)
+        metrics["epoch_time_s"] = time.perf_counter() - t0
+        state.history.append(metrics)
+        _epoch_end(cfg, loop_config, ctx, method, state, store, epoch, metrics)
+
+
+def _flag_health(method: Method) -> dict[str, float]:
+    """Jump-teaching: 1.0 when every rank holds the same flag generations and visit counts."""
+    flags = getattr(method, "flags", None)
+    if flags is None:
+        return {}
+    state = flags.state_dict()
+    return {
+        "flags_same_on_all_ranks": float(same_on_all_ranks(digest(state["slots"], state["visits"])))
+    }
+
+
+def _build(cfg: RunConfig, lc: dict[str, Any], ctx: WorkerContext) -> Method:
+    method = build_method(
+        cfg,
+        num_classes=int(lc["num_classes"]),
+        num_samples=int(lc["num_samples"]),
+        in_channels=int(lc["channels"]),
+        device=ctx.device,
+        noise_rate=lc.get("noise_rate"),
+        wrap=ctx.prepare_model,
+    )
+    if ctx.world_size > 1:
+        # A step is skipped only when no rank selected anything (every rank joins the all-reduce).
+        method.global_count = all_reduce_sum
+    return method
+
+
+def _augmenter(cfg: RunConfig, lc: dict[str, Any]):
+    h, _ = lc["image_hw"]
+    return make_augmenter(
+        image_size=cfg.data.image_size or int(h),
+        channels=int(lc["channels"]),
+        mean=list(lc["mean"]),
+        std=list(lc["std"]),
+        recipe=cfg.data.augment,
+        strong_magnitude=cfg.data.strong_magnitude,
+    )
+
+
+def _shuffle_seed(cfg: RunConfig, epoch: int, ctx: WorkerContext) -> int:
+    # A seed per (seed, epoch, rank): a resumed epoch shuffles as the interrupted one did.
+    return int(
+        epoch_generator(cfg.seed, epoch=epoch, rank=ctx.rank, stream=3).initial_seed() % 2**32
+    )
+
+
+def _batch_hook(
+    lc: dict[str, Any],
+    ctx: WorkerContext,
+    epoch: int,
+    coverage: Coverage,
+    state: _RunState,
+    seen: list[tuple[Tensor, Tensor]],
+) -> Callable[[Batch], None]:
+    fault = lc.get("fault") or {}
+    count = [0]
+
+    def on_batch(batch: Batch) -> None:
+        idx, given = batch.idx.cpu(), batch.given_label.cpu()
+        coverage.add(idx)
+        if state.labels_complete:
+            _check_labels(state.labels, idx, given)
+        else:
+            seen.append((idx, given))
+        count[0] += 1
+        if (
+            fault
+            and ctx.rank == fault.get("rank", 0)
+            and epoch == fault.get("epoch")
+            and count[0] == fault.get("batch", 1)
+        ):
+            _maybe_kill(fault)
+
+    return on_batch
+
+
+def _maybe_kill(fault: dict[str, Any]) -> None:
+    """Test-only: SIGKILL this worker process once (a marker file stops it firing again)."""
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"killed pid {os.getpid()}\n")
+    log.warning("fault injection: killing worker pid %d", os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _check_labels(labels: Tensor, idx: Tensor, given: Tensor) -> None:
+    known = labels[idx]
+    bad = (known >= 0) & (known != given)
+    if bool(bad.any()):
+        i = int(idx[bad][0])
+        raise DataError(
+            f"sample idx {i} has given label {int(given[bad][0])} but {int(known[bad][0])} in the "
+            "checkpoint being resumed",
+            fix="resume with the same shards, or start a new run",
+        )
+
+
+def _complete_labels(state: _RunState, seen: list[tuple[Tensor, Tensor]]) -> None:
+    """After the first epoch of a (re)start, every rank holds every sample's given label."""
+    if state.labels_complete:
+        return
+    idx = torch.cat([i for i, _ in seen]) if seen else torch.empty(0, dtype=torch.int64)
+    given = torch.cat([g for _, g in seen]) if seen else torch.empty(0, dtype=torch.int64)
+    idx, given = all_gather_pairs(idx, given)
+    _check_labels(state.labels, idx, given)
+    state.labels[idx] = given
+    state.labels_complete = True
+
+
+def _test_metrics(
+    cfg: RunConfig, method: Method, ctx: WorkerContext, augmenter
+) -> dict[str, float]:
+    batches = ctx.batches("test", batch_size=cfg.train.eval_batch_size, seed=None) or []
+    # The unwrapped network: evaluation runs no collective, so unequal test splits are fine.
+    model = getattr(method.eval_model(), "module", method.eval_model())
+    ev = evaluate(
+        model,
+        batches,
+        device=ctx.device,
+        test_view=augmenter.test,
+        codebook=getattr(method, "codebook", None),
+    )
+    keys = ["num_correct", "num_samples"]
+    if "semantic_accuracy" in ev:
+        ev["num_correct_semantic"] = ev["semantic_accuracy"] * ev["num_samples"]
+        keys.append("num_correct_semantic")
+    total = all_reduce_counts({k: ev[k] for k in keys})
+    n = max(total["num_samples"], 1.0)
+    out = {"test_accuracy": total["num_correct"] / n, "test_num_samples": total["num_samples"]}
+    if "num_correct_semantic" in total:
+        out["test_semantic_accuracy"] = round(total["num_correct_semantic"]) / n
+    return out
+
+
+def _weights(method: Method) -> dict[str, Tensor]:
+    model = getattr(method.eval_model(), "module", method.eval_model())
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _epoch_end(
+    cfg: RunConfig,
+    lc: dict[str, Any],
+    ctx: WorkerContext,
+    method: Method,
+    state: _RunState,
+    store: Any,
+    epoch: int,
+    metrics: dict[str, float],
+) -> None:
+    if ctx.rank != 0:
+        ctx.report(metrics, None)
+        return
+    weights = _weights(method)
+    state.snapshots.append((epoch, weights))
+    if store is not None:
+        import ray
+
+        ray.get(store.put.remote(epoch, weights))
+    with tempfile.TemporaryDirectory(prefix="jumpray-ckpt-") as tmp:
+        save_checkpoint(
+            tmp,
+            _checkpoint_state(cfg, lc, method, state, epoch, weights),
+            meta={
+                "method": cfg.method.name,
+                "num_classes": int(lc["num_classes"]),
+                "num_samples": int(lc["num_samples"]),
+                "snapshot_epochs": [e for e, _ in state.snapshots],
+            },
+        )
+        ctx.report(metrics, tmp)
+
+
+def _checkpoint_state(
+    cfg: RunConfig,
+    lc: dict[str, Any],
+    method: Method,
+    state: _RunState,
+    epoch: int,
+    weights: dict[str, Tensor],
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "method_name": cfg.method.name,
+        "method": method.state_dict(),
+        "model": weights,
+        "model_args": {
+            "backbone": cfg.model.backbone,
+            "num_classes": int(lc["num_classes"]),
+            "num_bits": cfg.model.semantic_dim if cfg.method.name == "jumpteaching" else 0,
+            "in_channels": int(lc["channels"]),
+            "semantic_hidden": cfg.model.semantic_hidden,
+            "dropout": cfg.model.dropout,
+        },
+        "config": cfg.model_dump(),
+        "rng": rng_state(),
+        "given_label": state.labels.clone(),
+        "snapshots": list(state.snapshots),
+        "snapshot_epochs": [e for e, _ in state.snapshots],
+        "history": list(state.history),
+        "data": {
+            "num_samples": int(lc["num_samples"]),
+            "channels": int(lc["channels"]),
+            "image_hw": list(lc["image_hw"]),
+            "mean": list(lc["mean"]),
+            "std": list(lc["std"]),
+        },
+    }
+
+
+def _resume(ctx: WorkerContext, method: Method, state: _RunState, store: Any) -> None:
+    checkpoint = ctx.checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as folder:
+        saved = load_checkpoint(folder)
+    method.load_state_dict(saved["method"])
+    restore_rng_state(saved["rng"])
+    state.labels = saved["given_label"].clone()
+    state.labels_complete = bool((state.labels >= 0).any())
+    state.snapshots.extend(saved["snapshots"])
+    state.history = list(saved["history"])
+    state.start_epoch = int(saved["epoch"]) + 1
+    if ctx.rank == 0 and store is not None:
+        import ray
+
+        # Idempotent: the store keeps one entry per epoch. A new driver's store is refilled here.
+        for epoch, weights in saved["snapshots"]:
+            ray.get(store.put.remote(int(epoch), weights))
+    log.info("rank %d resumed after epoch %d", ctx.rank, saved["epoch"])
