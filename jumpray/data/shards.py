@@ -26,7 +26,6 @@ the same throughput (see benchmarks/data_throughput.py).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -617,22 +616,63 @@ def _probe(scan: FolderScan) -> tuple[int, tuple[int, int]] | None:
     return None
 
 
-def _decode_shards(
-    batch: dict[str, np.ndarray], *, options: dict[str, Any], sink: Any
-) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data UDF: one input row per tar -> batches of decoded rows."""
+def _read_one_shard(
+    path: str, idx_base: int | None, drop: list[int], options: dict[str, Any], sink: Any
+) -> Iterator[pa.Table]:
+    """A Ray Data read task: one tar -> Arrow blocks of decoded rows."""
     import ray
+    from ray.data.block import BlockAccessor
 
-    for path, base, drop in zip(batch["path"], batch["idx_base"], batch["drop"], strict=True):
-        base = int(base)
-        rows_iter = read_shard_rows(
-            str(path), drop=json.loads(str(drop)), idx_base=base if base >= 0 else None, **options
-        )
-        for rows, bad in rows_iter:
-            if bad:
-                ray.get(sink.add.remote(bad))  # blocking: the rows must be in before the task ends
-            if len(rows[KEY]):
-                yield rows
+    for rows, bad in read_shard_rows(path, drop=drop, idx_base=idx_base, **options):
+        if bad:
+            ray.get(sink.add.remote(bad))  # blocking: the rows must be in before the task ends
+        if len(rows[KEY]):
+            yield BlockAccessor.batch_to_block(rows)
+
+
+def _shard_datasource(scan: FolderScan, options: dict[str, Any], sink: Any, row_bytes: int):
+    """A ``ray.data.Datasource`` with one read task per tar that has usable samples.
+
+    A datasource (not ``from_items`` + ``map_batches``) keeps one task per tar even when the
+    caller adds ``map_batches(batch_size=256)``: Ray fuses that into the read task instead of
+    bundling 256 input rows, i.e. all the tars, into a single task.
+    """
+    import functools
+
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    class ShardDatasource(Datasource):
+        def get_name(self) -> str:
+            return "JumprayShards"
+
+        def estimate_inmemory_data_size(self) -> int:
+            return scan.num_good * row_bytes
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            tasks = []
+            for s in scan.shards:
+                good = len(s.keys) - len(scan.drop[s.file])
+                if good <= 0:
+                    continue
+                read = functools.partial(
+                    _read_one_shard,
+                    s.path,
+                    scan.idx_base.get(s.file),
+                    scan.drop[s.file],
+                    options,
+                    sink,
+                )
+                meta = BlockMetadata(
+                    num_rows=good,
+                    size_bytes=good * row_bytes,
+                    exec_stats=None,
+                    input_files=(s.path,),
+                )
+                tasks.append(ReadTask(read, meta, per_task_row_limit=per_task_row_limit))
+            return tasks
+
+    return ShardDatasource()
 
 
 def _sink_actor(on_error: OnError) -> Any:
@@ -717,15 +757,6 @@ def read_shards(
             else (probe[1] if probe else (0, 0))
         )
         expected_hw = hw
-    items = [
-        {
-            "path": s.path,
-            "idx_base": scan.idx_base.get(s.file, -1),
-            "drop": json.dumps(scan.drop[s.file]),
-        }
-        for s in scan.shards
-        if len(scan.drop[s.file]) < len(s.keys)
-    ]
     sink = _sink_actor(on_error)
     options = {
         "channels": channels,
@@ -734,15 +765,12 @@ def read_shards(
         "on_error": on_error,
         "batch_rows": batch_rows,
     }
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    row_bytes = int(channels) * int(hw[0]) * int(hw[1]) + 64
+    source = _shard_datasource(scan, options, sink, row_bytes)
     compute = ray.data.TaskPoolStrategy(size=read_parallelism) if read_parallelism else None
-    ds = ds.map_batches(
-        _decode_shards,
-        batch_size=1,
-        batch_format="numpy",
-        fn_kwargs={"options": options, "sink": sink},
-        compute=compute,
-    )
+    num_tasks = sum(1 for s in scan.shards if len(scan.drop[s.file]) < len(s.keys))
+    # One block stream per tar: without this Ray splits blocks and stops fusing map_batches.
+    ds = ray.data.read_datasource(source, compute=compute, override_num_blocks=max(1, num_tasks))
     info = ShardInfo(
         folder=str(folder),
         num_samples=scan.num_samples,

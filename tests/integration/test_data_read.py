@@ -207,3 +207,10 @@ def test_bad_input_under_both_policies_and_malicious_pickles(tmp_path, ray_clust
     assert [(r["key"], r["idx"]) for r in skip.dataset.take_all()] == [("k0", 0)]
     assert skip.info.idx_assigned and skip.check_counts(1) == 1
     assert not target.exists()
+
+    # Nothing usable at all: an empty dataset, every sample accounted for.
+    none = tmp_path / "none"
+    none.mkdir()
+    build.write_tar(none / "c-000000.tar", [build.sample("z0", image=None, cls=0)])
+    empty = read_shards(none, on_error="skip")
+    assert empty.dataset.take_all() == [] and empty.check_counts(0) == 1
