@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from jumpray.data.decode import decode_image
+from jumpray.data.decode import decode_image, resolve_normalization
 from jumpray.data.quarantine import OnError, QuarantineLog, lost_key
 from jumpray.data.schema import (
     CLEAN_LABEL,
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     import ray.data
 
     from jumpray.config import DataConfig
+    from jumpray.data.augment import Augmenter
 
 __all__ = [
     "ShardScan",
@@ -574,6 +575,32 @@ class ShardSource:
             tables.append(late.to_table())
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
+    def make_augmenter(self, config: DataConfig | None = None) -> Augmenter:
+        """The :class:`~jumpray.data.augment.Augmenter` for these rows under ``config``.
+
+        Normalisation: ``data.mean``/``data.std`` when set, else index.json's suggestion, else
+        0.5 (:func:`~jumpray.data.decode.resolve_normalization`); the output size is the rows'.
+        """
+        from jumpray.config import DataConfig
+        from jumpray.data.augment import make_augmenter
+
+        cfg = config or DataConfig()
+        mean, std = resolve_normalization(
+            cfg.mean,
+            cfg.std,
+            channels=self.info.channels,
+            index_mean=self.info.mean,
+            index_std=self.info.std,
+        )
+        return make_augmenter(
+            image_size=min(self.info.image_hw),
+            channels=self.info.channels,
+            mean=mean,
+            std=std,
+            recipe=cfg.augment,
+            strong_magnitude=cfg.strong_magnitude,
+        )
+
     def check_counts(self, rows_out: int) -> int:
         """Assert the invariant rows out + quarantined = rows in; returns the quarantine size.
 
@@ -711,8 +738,10 @@ def read_shards(
 
     Needs a running Ray (see :func:`jumpray.ray_utils.init_ray`). Keyword arguments override the
     matching ``config`` fields (``data.on_error``, ``data.image_size``, ``data.channels``,
-    ``data.materialize``, ``data.read_parallelism``); ``config`` defaults to ``DataConfig()``
-    except that ``materialize`` defaults to False here (the training layer decides).
+    ``data.materialize``, ``data.read_parallelism``); without ``config`` the defaults of
+    ``DataConfig()`` apply, except ``materialize``, which is then False. Materializing caches
+    the decoded rows in the object store, and only when they fit in half of it (else the
+    dataset streams and the log says why).
 
     Args:
         folder: the shard folder (CONTRACT §1; a folder of tars without index.json works too).
@@ -737,7 +766,8 @@ def read_shards(
     on_error = on_error or cfg.on_error
     image_size = image_size if image_size is not None else cfg.image_size
     channels = channels if channels is not None else cfg.channels
-    materialize = bool(materialize) if materialize is not None else False
+    if materialize is None:
+        materialize = config is not None and cfg.materialize
     read_parallelism = read_parallelism or cfg.read_parallelism
 
     scan = scan_folder(folder, on_error=on_error, num_classes=num_classes, map_fn=_ray_map)
@@ -799,5 +829,14 @@ def read_shards(
         hw[1],
     )
     if materialize:
-        ds = ds.materialize()
+        store = ray.available_resources().get("object_store_memory", 0.0)
+        need = scan.num_good * row_bytes
+        if need <= store / 2:
+            ds = ds.materialize()
+        else:
+            log.info(
+                "not materializing: %.0f MB of rows > half the free object store (%.0f MB)",
+                need / 2**20,
+                store / 2**20,
+            )
     return ShardSource(dataset=ds, info=info, scan=scan, _sink=sink)

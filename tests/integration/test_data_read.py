@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jumpray.config import DataConfig
 from jumpray.data.decode import decode_image
 from jumpray.data.shards import read_shards
 from jumpray.data.sources import write_arrays, write_from_list
@@ -52,11 +53,17 @@ def test_arrays_round_trip_through_ray_data(tmp_path, ray_cluster):
     assert (source.info.num_samples, source.info.num_classes, source.info.num_shards) == (23, 5, 4)
     assert (source.info.channels, source.info.image_hw, source.info.rows_in) == (3, (10, 10), 23)
     assert source.check_counts(len(rows)) == 0
+    # Normalisation: index.json's suggestion unless the config sets one.
+    index_mean = (images / 255.0).mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(source.make_augmenter().mean, index_mean, atol=1e-4)
+    aug = source.make_augmenter(DataConfig(mean=[0.1], std=[0.2]))
+    assert (aug.mean, aug.std, aug.image_size, aug.channels) == ((0.1,) * 3, (0.2,) * 3, 10, 3)
 
     # Gray images, forced to 3 channels and resized: every channel equals the gray one.
     gray = build.tiny_images(5, size=8, channels=1, seed=12)
     write_arrays(tmp_path / "gray", gray, np.zeros(5, np.int64), num_classes=2)
-    source = read_shards(tmp_path / "gray", channels=3, image_size=6)
+    source = read_shards(tmp_path / "gray", DataConfig(channels=3), image_size=6)
+    assert type(source.dataset).__name__ == "MaterializedDataset"  # data.materialize, it fits
     rows = _by_idx(source.dataset.take_all())
     stacked = np.stack([r["image"] for r in rows])
     assert stacked.shape == (5, 3, 6, 6) and source.info.image_hw == (6, 6)
