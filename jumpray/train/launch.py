@@ -70,6 +70,7 @@ class TrainResult:
         snapshots: ``[(epoch, ObjectRef)]`` of the kept snapshots, oldest first.
         summary: the content of OUT/train_summary.json.
         mlflow_run_id: the tracking run, or None.
+        extra: ``reported_epochs``, the epochs in the order the driver received their reports.
     """
 
     run_name: str
@@ -234,6 +235,7 @@ def fit(
     fit_wall = time.perf_counter() - start
     progress.stop()
     result = _finish(cfg, out_dir, checkpoint, store, run_name, tracker, fit_wall, train)
+    result.extra["reported_epochs"] = list(progress.arrivals)
     if own_tracker:
         tracker.end()
     return result

@@ -421,7 +421,11 @@ def build_method(
             dropout=cfg.model.dropout,
             pretrained=cfg.model.pretrained,
         )
-        return wrap(net.to(device)) if wrap else net
+        net = net.to(device)
+        if device.type == "cuda" and cfg.train.channels_last:
+            # Before DDP wraps it: DDP must see the parameters in their final layout.
+            net = net.to(memory_format=torch.channels_last)
+        return wrap(net) if wrap else net
 
     nets = [make() for _ in range(num_nets)]
     if name == "jumpteaching":

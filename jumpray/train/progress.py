@@ -71,6 +71,7 @@ class DriverProgress:
         self.queue, self.epochs, self.tracker, self.label = queue, epochs, tracker, label
         self.on_epoch = on_epoch
         self.history: dict[int, dict[str, float]] = {}
+        self.arrivals: list[int] = []  # epochs in report order (a restart shows as a repeat/jump)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jumpray-progress", daemon=True)
 
@@ -102,6 +103,7 @@ class DriverProgress:
         """Log one epoch's line and metrics."""
         epoch = int(metrics.get("epoch", len(self.history)))
         self.history[epoch] = metrics
+        self.arrivals.append(epoch)
         times = [m["epoch_time_s"] for e, m in sorted(self.history.items()) if e > 0]
         mean = sum(times) / len(times) if times else metrics.get("epoch_time_s", 0.0)
         eta = mean * max(self.epochs - epoch - 1, 0)

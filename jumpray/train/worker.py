@@ -13,11 +13,21 @@ GPU), resumes from ``ray.train.get_checkpoint()`` when there is one, and every e
 4. on rank 0: sends the weights to the run's snapshot store actor and writes a checkpoint;
    every rank calls ``ray.train.report`` with the same metrics (rank 0 with the checkpoint).
 
+Per-epoch metrics besides :func:`~jumpray.train.loop.finalize_counts`': ``num_unique_seen``,
+``num_seen_multiple``, ``num_unseen`` (ids trained on once / more than once / never, over all
+ranks), ``flags_same_on_all_ranks`` (1.0 when the flag tables agree), ``num_dummy_steps``,
+``attempt_start_epoch`` (the epoch this worker attempt started at: > 0 after a resume),
+``test_accuracy`` (and ``test_semantic_accuracy``), ``epoch``, ``epoch_time_s``.
+
 Checkpoint ``state.pt`` keys (read by scoring): ``epoch``, ``method_name``, ``method`` (networks,
 optimizers, schedulers, scaler, all flag generations), ``model`` (the evaluation network's weights),
 ``model_args`` (``build_model`` arguments), ``config``, ``rng``, ``given_label`` ((N,) int64, -1 for
 ids never seen), ``snapshots`` (last R ``(epoch, weights)``), ``snapshot_epochs``, ``history``
 (metrics of every epoch so far), ``data`` (normalisation and image shape).
+
+Durability: Ray Train registers a reported checkpoint when its controller next polls the worker
+(``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default). A worker lost inside that window after a
+report resumes from the checkpoint before it: one epoch is redone, the state stays consistent.
 
 ``run_worker`` also runs without Ray Train (``scaling.num_workers=0``): the launcher then passes a
 local context object with the same small interface.
@@ -282,6 +292,14 @@ def _maybe_kill(fault: dict[str, Any]) -> None:
     marker = Path(fault["marker"])
     if marker.exists():
         return
+    try:
+        import ray.train
+
+        # Ray Train registers a reported checkpoint when its controller next polls the worker
+        # (every ~2 s); wait for that, so the test kills after a known, registered checkpoint.
+        ray.train.get_all_reported_checkpoints(timeout_s=30)
+    except Exception as exc:  # not inside Ray Train (num_workers=0)
+        log.debug("no reported-checkpoint barrier: %s", exc)
     marker.write_text(f"killed pid {os.getpid()}\n")
     log.warning("fault injection: killing worker pid %d", os.getpid())
     os.kill(os.getpid(), signal.SIGKILL)

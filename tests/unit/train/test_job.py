@@ -1,0 +1,53 @@
+"""``jumpray train`` argument handling that needs no Ray."""
+
+from __future__ import annotations
+
+from jumpray.cli import main
+from jumpray.jobs.train import summary_text
+
+
+def test_resume_without_an_earlier_run_is_a_one_paragraph_error(tmp_path, capsys):
+    code = main(["train", "--shards", str(tmp_path), "--out", str(tmp_path / "o"), "--resume"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "train_run.json does not exist" in err and "Traceback" not in err
+
+
+def test_bad_override_lists_the_key(tmp_path, capsys):
+    code = main(["train", "--shards", str(tmp_path), "--out", str(tmp_path), "train.epochz=3"])
+    assert code == 2
+    assert "train.epochz: unknown key" in capsys.readouterr().err
+
+
+def test_summary_text_shows_the_key_numbers(tmp_path):
+    final = {
+        "loss": 0.5,
+        "selected_fraction": 0.61,
+        "precision": 0.9,
+        "recall": 0.8,
+        "f1": 0.847,
+        "data_clean_fraction": 0.6,
+        "test_accuracy": 0.8123,
+        "samples_per_s": 1500.0,
+    }
+    s = {
+        "method": "jumpteaching",
+        "shards": "shards/fm",
+        "num_samples": 1000,
+        "num_classes": 10,
+        "epochs": 3,
+        "num_workers": 2,
+        "use_gpu": False,
+        "final": final,
+        "mean_epoch_time_s": 1.25,
+        "fit_wall_s": 30.0,
+        "startup_s": 20.0,
+        "num_quarantined": 0,
+        "snapshot_epochs": [0, 1, 2],
+        "mlflow_run_id": "abc",
+        "mlflow_tracking_uri": "sqlite:///mlflow.db",
+    }
+    text = summary_text(s, out=tmp_path)
+    assert "jumpteaching on shards/fm (1000 samples, 10 classes), 3 epochs, 2 worker(s)" in text
+    assert "precision 0.900, recall 0.800, F1 0.847" in text
+    assert "test accuracy 0.8123" in text and "start-up 20 s" in text and "MLflow run abc" in text
