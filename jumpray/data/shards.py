@@ -19,9 +19,10 @@ a quarantine row, and rows out + quarantined = rows in, where rows in counts eve
 in the tars plus the samples ``index.json`` promised that a truncated, empty or missing tar could
 not deliver (keys ``<lost-N>``, see :mod:`jumpray.data.quarantine`).
 
-Why not ``ray.data.read_webdataset``: it stops a whole dataset on a truncated tar and reads
-every member into memory before grouping; reading tars here keeps both under our control, with
-the same throughput (see benchmarks/data_throughput.py).
+Why not ``ray.data.read_webdataset``: it silently returns the readable prefix of a truncated tar
+(a 5,000-sample shard cut at 1 MB gave 298 rows and no error, Ray 2.60) and reads every member
+into memory before grouping. Reading tars here keeps both under our control and was also faster: on 20,000 Fashion-MNIST samples (2 cores, same decode and augmentation), a pass took
+2.0-3.8 s here against 4.4-10.5 s with ``read_webdataset(decoder=None)`` + ``map_batches``.
 """
 
 from __future__ import annotations
