@@ -68,6 +68,16 @@ CASES = {
         [("s2", 1, "duplicate idx 1, first in shard a-000000.tar key s1")],
         4,
     ),
+    "duplicate key": (
+        [[good(0), good(1)], [sample("s1", image=png_bytes(IMAGES[2]), cls=2, meta={"idx": 2})]],
+        [("s1", 1, "duplicate key s1, first in shard a-000000.tar key s1")],
+        3,
+    ),
+    "idx or clean label out of range": (
+        [[good(0, meta={"idx": 99}), good(1, meta={"idx": 1, "clean": 5}), good(2)]],
+        [("s0", 0, "idx 99 outside [0, 3) of index.json"), ("s1", 0, "clean label 5 out of range")],
+        3,
+    ),
     "missing image member": (
         [[good(0), good(1, image=None), good(2)]],
         [("s1", 0, "no image member")],
