@@ -66,11 +66,15 @@ def run(args: argparse.Namespace) -> int:
     from jumpray.train.launch import fit
 
     init_ray(address=args.address or cfg.scaling.address)
-    train = read_shards(args.shards, cfg.data, num_classes=cfg.num_classes)
+    # fit() caches only the tensor columns (data.materialize), so the reader does not.
+    train = read_shards(args.shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
     test = None
     if args.test_shards is not None:
         test = read_shards(
-            args.test_shards, cfg.data, num_classes=cfg.num_classes or train.info.num_classes
+            args.test_shards,
+            cfg.data,
+            num_classes=cfg.num_classes or train.info.num_classes,
+            materialize=False,
         )
     result = fit(cfg, train=train, test=test, out_dir=args.out, run_name=run_name)
     print(summary_text(result.summary, out=args.out))

@@ -46,7 +46,7 @@ from jumpray.errors import JumprayError
 from jumpray.log import get_logger
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue, plot_selection_curves
-from jumpray.train.snapshots import create_snapshot_store
+from jumpray.train.snapshots import create_snapshot_store, store_name
 from jumpray.train.worker import TRAIN_COLUMNS, run_worker, train_fn_per_worker
 
 __all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "loop_config_for"]
@@ -70,7 +70,8 @@ class TrainResult:
         snapshots: ``[(epoch, ObjectRef)]`` of the kept snapshots, oldest first.
         summary: the content of OUT/train_summary.json.
         mlflow_run_id: the tracking run, or None.
-        extra: ``reported_epochs``, the epochs in the order the driver received their reports.
+        extra: ``reported_epochs``, the epochs in the order the driver received their reports;
+            ``report_times_s``, seconds from the start of ``fit()`` to each arrival.
     """
 
     run_name: str
@@ -187,7 +188,10 @@ def fit(
     storage = Path(cfg.scaling.storage_path or out_dir / "ray_results").resolve()
     _write_json(out_dir / RUN_FILE, {"run_name": run_name, "storage_path": str(storage)})
 
-    store = create_snapshot_store(run_name, keep=cfg.snapshots.keep)
+    # One store per fit() call: a resumed run gets a fresh store, refilled from the checkpoint
+    # (reusing the name could hand back the previous call's store while it is being destroyed).
+    store_id = f"{run_name}-{uuid.uuid4().hex[:6]}"
+    store = create_snapshot_store(store_id, keep=cfg.snapshots.keep)
     own_tracker = tracker is None
     if tracker is None:
         tracker = build_tracker(
@@ -234,8 +238,12 @@ def fit(
         raise
     fit_wall = time.perf_counter() - start
     progress.stop()
-    result = _finish(cfg, out_dir, checkpoint, store, run_name, tracker, fit_wall, train)
+    result = _finish(
+        cfg, out_dir, checkpoint, (store, store_id), run_name, tracker, fit_wall, train
+    )
     result.extra["reported_epochs"] = list(progress.arrivals)
+    # Seconds from the start of fit() to each report's arrival on the driver (benchmarks).
+    result.extra["report_times_s"] = [t - start for t in progress.arrival_times]
     if own_tracker:
         tracker.end()
     return result
@@ -243,8 +251,11 @@ def fit(
 
 def _prepare(cfg: RunConfig, source: ShardSource) -> Any:
     """Select the tensor columns; materialize when ``data.materialize`` and it fits in memory."""
+    from ray.data.dataset import MaterializedDataset
+
+    cached = isinstance(source.dataset, MaterializedDataset)
     ds = source.dataset.select_columns(TRAIN_COLUMNS)
-    if not cfg.data.materialize:
+    if cached or not cfg.data.materialize:
         return ds
     h, w = source.info.image_hw
     approx = source.info.num_samples * (source.info.channels * h * w + 24)
@@ -352,7 +363,7 @@ def _finish(
     cfg: RunConfig,
     out_dir: Path,
     checkpoint: ray.train.Checkpoint,
-    store: Any,
+    store_and_id: tuple[Any, str],
     run_name: str,
     tracker: NoopTracker,
     fit_wall: float,
@@ -369,6 +380,8 @@ def _finish(
     )
     summary = _summary(cfg, history, state, run_name, fit_wall, train, final)
     summary["num_quarantined"] = _write_quarantine(train, out_dir / "quarantine.parquet")
+    store, store_id = store_and_id
+    summary["snapshot_store"] = store_name(store_id)
     summary["mlflow_run_id"] = tracker.run_id
     summary["mlflow_tracking_uri"] = tracker.uri
     _write_json(out_dir / SUMMARY_FILE, summary)

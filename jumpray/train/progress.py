@@ -11,6 +11,7 @@ can at most warn (the tracker never raises unless strict).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class DriverProgress:
         self.on_epoch = on_epoch
         self.history: dict[int, dict[str, float]] = {}
         self.arrivals: list[int] = []  # epochs in report order (a restart shows as a repeat/jump)
+        self.arrival_times: list[float] = []  # time.perf_counter() at each arrival
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jumpray-progress", daemon=True)
 
@@ -104,6 +106,7 @@ class DriverProgress:
         epoch = int(metrics.get("epoch", len(self.history)))
         self.history[epoch] = metrics
         self.arrivals.append(epoch)
+        self.arrival_times.append(time.perf_counter())
         times = [m["epoch_time_s"] for e, m in sorted(self.history.items()) if e > 0]
         mean = sum(times) / len(times) if times else metrics.get("epoch_time_s", 0.0)
         eta = mean * max(self.epochs - epoch - 1, 0)

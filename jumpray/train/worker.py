@@ -178,6 +178,8 @@ def run_worker(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
     _resume(ctx, method, state, store)
     coverage = Coverage(n)
     distributed = ctx.world_size > 1
+    # Stands in when this rank's split has no row at all (a tiny or single-block dataset).
+    fallback = _blank_batch(loop_config, augmenter, ctx.device) if distributed else None
     for epoch in range(state.start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
         method.begin_epoch(epoch, rank=ctx.rank)
@@ -195,6 +197,7 @@ def run_worker(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
             views=lambda x, g=view_gen: augmenter.train(x, g),
             sync=any_rank if distributed else None,
             on_batch=on_batch,
+            dummy_template=fallback if distributed else None,
         )
         metrics = finalize_counts(all_reduce_counts(counts, maximum=("train_time_s",)))
         metrics |= method.end_epoch(epoch, gather=all_gather_pairs if distributed else None)
@@ -247,6 +250,22 @@ def _augmenter(cfg: RunConfig, lc: dict[str, Any]):
         std=list(lc["std"]),
         recipe=cfg.data.augment,
         strong_magnitude=cfg.data.strong_magnitude,
+    )
+
+
+def _blank_batch(lc: dict[str, Any], augmenter, device: torch.device) -> Batch:
+    """Two black images with label 0: the dummy-step template of a rank that got no rows."""
+    h, w = lc["image_hw"]
+    blank = torch.zeros(2, int(lc["channels"]), int(h), int(w), dtype=torch.uint8)
+    # Its own generator: the rank's view stream is not advanced.
+    weak, strong = augmenter.train(blank, torch.Generator().manual_seed(0))
+    zeros = torch.zeros(2, dtype=torch.int64)
+    return Batch(
+        image=weak.to(device),
+        given_label=zeros.to(device),
+        idx=zeros,
+        image_strong=strong.to(device),
+        dummy=True,
     )
 
 

@@ -153,3 +153,28 @@ def test_epoch_generator_depends_on_seed_rank_epoch_only():
     assert torch.equal(a, torch.rand(3, generator=epoch_generator(1, epoch=2, rank=0)))
     assert not torch.equal(a, torch.rand(3, generator=epoch_generator(1, epoch=3, rank=0)))
     assert not torch.equal(a, torch.rand(3, generator=epoch_generator(1, epoch=2, rank=1)))
+
+
+def test_blank_batch_lets_an_empty_rank_step_without_effect():
+    from jumpray.data.augment import make_augmenter
+    from jumpray.train.worker import _blank_batch
+
+    lc = {"channels": 1, "image_hw": [8, 8]}
+    aug = make_augmenter(image_size=8, channels=1, mean=[0.5], std=[0.5])
+    blank = _blank_batch(lc, aug, torch.device("cpu"))
+    assert blank.dummy and blank.image.shape == (2, 1, 8, 8)
+    assert blank.image_strong is not None
+    method = tiny_method(tiny_config(jump={"warmup_epochs": 0}))
+    before = params(method)
+    steps = []
+    counts = train_epoch(
+        method,
+        [],
+        epoch=0,
+        sync=lambda has: len(steps) < 2 and not steps.append(has),
+        dummy_template=blank,
+    )
+    assert steps == [False, False] and counts["num_dummy_steps"] == 2
+    assert counts["num_samples"] == 0 and method.flags.pending()[0].numel() == 0
+    for p0, p1 in zip(before, params(method), strict=True):
+        assert torch.equal(p0, p1)  # nothing selected anywhere: the step was skipped

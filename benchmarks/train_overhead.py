@@ -1,0 +1,182 @@
+"""What Ray Train costs over the plain core loop, per epoch and once per run.
+
+Writes Fashion-MNIST shards (noisy, sym:0.4) to a temporary folder, then in ONE run, on the same
+rows, the same config and batch size, measures:
+
+(a) the plain core loop (``jumpray.train.local.run_local``) on the rows held in memory, in this
+    process with one intra-op thread (a Ray Train worker runs with ``OMP_NUM_THREADS=1``);
+(b) ``jumpray.train.launch.fit`` with 1 Ray Train worker;
+(c) ``fit`` with 2 Ray Train workers (DDP over gloo; 0.5 CPU each on a 2-core box).
+
+Per-epoch time is the mean over epochs after the first, as each worker measures it (training,
+flag all-gather, count all-reduce; the snapshot + checkpoint + report that follow are not in it),
+and also end to end as the interval between two epochs' reports arriving on the driver. Start-up
+is ``fit()`` wall minus the sum of its epoch times (controller, placement group, worker start with
+torch import, process group, dataset materialization, the final copy to OUT). Ray's own start
+(``ray.init``) is timed apart and not in any figure.
+
+    python benchmarks/train_overhead.py --limit 10000 --epochs 3 --out bench-train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _rows(folder: Path):
+    """The shards' rows in (shard, position) order, read without Ray, as an ArraySet."""
+    from jumpray.data.shards import read_shard_rows, scan_folder
+    from jumpray.train.local import ArraySet
+
+    scan = scan_folder(folder)
+    batches = [b for s in scan.shards for b, _ in read_shard_rows(s.path)]
+
+    def cat(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([b[key] for b in batches]))
+
+    return scan, ArraySet(cat("image"), cat("given_label"), cat("idx"), cat("clean_label"))
+
+
+def _after_first(values: list[float]) -> float:
+    rest = values[1:] or values
+    return statistics.fmean(rest)
+
+
+def _plain(cfg, folder: Path) -> dict[str, Any]:
+    from jumpray.data.decode import resolve_normalization
+    from jumpray.train.local import run_local
+
+    scan, data = _rows(folder)
+    mean, std = resolve_normalization(
+        None, None, channels=1, index_mean=scan.index.mean, index_std=scan.index.std
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        result = run_local(cfg, data, num_classes=scan.num_classes, mean=list(mean), std=list(std))
+        wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    times = [h["epoch_time_s"] for h in result.history]
+    return {
+        "epoch_times_s": times,
+        "mean_epoch_s": _after_first(times),
+        "wall_s": wall,
+        "final_loss": result.history[-1]["loss"],
+    }
+
+
+def _ray(cfg, folder: Path, out: Path) -> dict[str, Any]:
+    from jumpray.data.shards import read_shards
+    from jumpray.train.launch import fit
+
+    t0 = time.perf_counter()
+    source = read_shards(folder)
+    read_s = time.perf_counter() - t0
+    result = fit(cfg, train=source, out_dir=out)
+    times = [h["epoch_time_s"] for h in result.history]
+    arrivals = result.extra["report_times_s"]
+    intervals = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    return {
+        "epoch_times_s": times,
+        "mean_epoch_s": _after_first(times),
+        "report_intervals_s": intervals,
+        "mean_report_interval_s": statistics.fmean(intervals) if intervals else float("nan"),
+        "fit_wall_s": result.summary["fit_wall_s"],
+        "startup_s": result.summary["startup_s"],
+        "read_shards_s": read_s,
+        "final_loss": result.history[-1]["loss"],
+        "num_dummy_steps": sum(h["num_dummy_steps"] for h in result.history),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, default=10000, help="Fashion-MNIST samples")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--out", type=Path, default=Path("bench-train.json"))
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from jumpray.config import load_config
+    from jumpray.data.sources import write_fashion_mnist
+    from jumpray.log import setup_logging
+    from jumpray.ray_utils import init_ray
+
+    setup_logging()
+    cfg = load_config(
+        None,
+        {
+            "train": {"epochs": args.epochs, "batch_size": args.batch_size},
+            "jump": {"warmup_epochs": 1},
+            "tracking": {"enabled": False},
+        },
+    )
+    report: dict[str, Any] = {
+        "samples": args.limit,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "method": cfg.method.name,
+        "backbone": cfg.model.backbone,
+        "cpu_count": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg(),
+        "torch": torch.__version__,
+    }
+    with tempfile.TemporaryDirectory(prefix="jumpray-bench-train-") as tmp:
+        tmp_path = Path(tmp)
+        write_fashion_mnist(tmp_path / "shards", limit=args.limit, noise="sym:0.4", seed=0)
+        report["plain"] = _plain(cfg, tmp_path / "shards")
+        t0 = time.perf_counter()
+        init_ray(num_cpus=2, object_store_memory=1024**3, for_tests=True)
+        report["ray_init_s"] = time.perf_counter() - t0
+        for workers in (1, 2):
+            run_cfg = cfg.model_copy(
+                update={"scaling": cfg.scaling.model_copy(update={"num_workers": workers})}
+            )
+            report[f"ray_{workers}_worker"] = _ray(
+                run_cfg, tmp_path / "shards", tmp_path / f"o{workers}"
+            )
+    plain = report["plain"]["mean_epoch_s"]
+    for workers in (1, 2):
+        r = report[f"ray_{workers}_worker"]
+        r["ratio_epoch_vs_plain"] = r["mean_epoch_s"] / plain
+        r["ratio_end_to_end_vs_plain"] = r["mean_report_interval_s"] / plain
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(_table(report))
+    print(f"written: {args.out}")
+    return 0
+
+
+def _table(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['samples']} Fashion-MNIST samples, {r['epochs']} epochs, batch {r['batch_size']}, "
+        f"{r['method']} / {r['backbone']}, {r['cpu_count']} cores",
+        f"  (a) plain loop          {r['plain']['mean_epoch_s']:6.2f} s/epoch",
+    ]
+    for w, tag in ((1, "(b)"), (2, "(c)")):
+        x = r[f"ray_{w}_worker"]
+        lines.append(
+            f"  {tag} Ray Train {w} worker{'s' if w > 1 else ' '} {x['mean_epoch_s']:6.2f} s/epoch "
+            f"= {x['ratio_epoch_vs_plain']:.2f}x plain; end to end {x['mean_report_interval_s']:.2f} s "
+            f"= {x['ratio_end_to_end_vs_plain']:.2f}x; start-up {x['startup_s']:.1f} s "
+            f"(fit wall {x['fit_wall_s']:.1f} s)"
+        )
+    lines.append(f"  ray.init (not counted): {r['ray_init_s']:.1f} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
