@@ -179,7 +179,8 @@ class ShardIndex:
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(
                 f"{path}: missing or invalid field ({exc!r})",
-                fix="rewrite the folder with `jumpray shards`, or delete index.json to read the tars alone",
+                fix="rewrite the folder with `jumpray shards`, "
+                "or delete index.json to read the tars alone",
             ) from None
 
 

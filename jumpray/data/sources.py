@@ -398,7 +398,8 @@ def write_from_list(
         missing = [p for p in keys if p not in label_of]
         if missing and on_error == "raise":
             raise DataError(
-                f"{key_list}: {len(missing)} keys have no label in {list_file}, first {missing[0]!r}",
+                f"{key_list}: {len(missing)} keys have no label in {list_file}, "
+                f"first {missing[0]!r}",
                 fix="fix the lists, or set data.on_error=skip to quarantine those keys",
             )
         items = [(p, label_of[p]) for p in keys if p in label_of]

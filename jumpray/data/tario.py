@@ -168,7 +168,8 @@ class TarSampleWriter:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._tar = tarfile.open(self.path, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed in close())
+        # Closed in close(), not a context manager: the tar stays open across write() calls.
+        self._tar = tarfile.open(self.path, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
         self.num_samples = 0
         self.num_bytes = 0
 

@@ -89,7 +89,7 @@ class ProgressLog:
 
 
 class ShardWriter:
-    """Write samples into ``out``: ``<prefix>-NNNNNN.tar`` + ``index.json`` + ``quarantine.parquet``.
+    """Write samples into ``out``: ``<prefix>-NNNNNN.tar``, ``index.json``, ``quarantine.parquet``.
 
     Use as a context manager (an exception removes the temporary folder), or call :meth:`close`.
 

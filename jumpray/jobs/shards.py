@@ -12,7 +12,8 @@ Examples::
         --key-list C1M/label/clean_test_key_list.txt --clean-list C1M/label/clean_label_kv.txt \\
         --num-classes 14 --prefix test
     # WebVision "mini": Google images of the first 50 classes
-    jumpray shards from-list WV/info/train_filelist_google.txt --root WV --out shards/wv --max-label 49
+    jumpray shards from-list WV/info/train_filelist_google.txt --root WV --out shards/wv \\
+        --max-label 49
     jumpray shards from-folder photos/ --out shards/photos data.on_error=skip
 
 Bad input exits 2 with one paragraph naming the file (and line, for list files).
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  classes      {index.num_classes}" + (f" ({names})" if names else ""))
     size = "x".join(map(str, index.image_size)) if index.image_size else "mixed sizes"
     print(
-        f"  images       {index.channels or 'mixed'} channel(s), {size}; mean {index.mean} std {index.std}"
+        f"  images       {index.channels or 'mixed'} channel(s), {size}; "
+        f"mean {index.mean} std {index.std}"
     )
     print(f"  clean labels {index.extra.get('num_clean_labels', 0)}")
     if index.noise:

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from jumpray.data.shards import read_shard_rows, scan_folder
+from jumpray.data.scan import read_shard_rows, scan_folder
 from jumpray.errors import DataError
 
 from ._build import (

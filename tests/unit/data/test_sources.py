@@ -127,7 +127,7 @@ def test_from_folder_classes_sorted_bad_image_quarantined_and_noise(tmp_path):
     q = pq.read_table(tmp_path / "b" / "quarantine.parquet").to_pylist()
     assert len(q) == 1 and q[0]["key"] == "ant/broken.jpg"
     assert index.extra["source"]["ignored_files"] == 1
-    # pairflip:0.6 over 3 samples of 2 classes; noise needs only labels, and the clean label is kept.
+    # pairflip:0.6 over 3 samples of 2 classes: noise needs only labels; the clean label is kept.
     noisy = write_from_folder(
         root / "zebra" / "..", out=tmp_path / "c", on_error="skip", noise="pairflip:0.6", seed=3
     )
