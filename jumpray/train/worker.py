@@ -13,7 +13,7 @@ GPU), resumes from ``ray.train.get_checkpoint()`` when there is one, and every e
 4. on rank 0: sends the weights to the run's snapshot store actor and writes a checkpoint;
    every rank calls ``ray.train.report`` with the same metrics (rank 0 with the checkpoint).
 
-Per-epoch metrics besides :func:`~jumpray.train.loop.finalize_counts`': ``num_unique_seen``,
+Per-epoch metrics besides :func:`~jumpray.train.loop.finalize_counts`'s: ``num_unique_seen``,
 ``num_seen_multiple``, ``num_unseen`` (ids trained on once / more than once / never, over all
 ranks), ``flags_same_on_all_ranks`` (1.0 when the flag tables agree), ``num_dummy_steps``,
 ``attempt_start_epoch`` (the epoch this worker attempt started at: > 0 after a resume),
@@ -186,12 +186,12 @@ def run_worker(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         view_gen = epoch_generator(cfg.seed, epoch=epoch, rank=ctx.rank, stream=VIEW_STREAM)
         seen: list[tuple[Tensor, Tensor]] = []
         on_batch = _batch_hook(loop_config, ctx, epoch, coverage, state, seen)
+        batches = ctx.batches(
+            "train", batch_size=cfg.train.batch_size, seed=_shuffle_seed(cfg, epoch, ctx)
+        )
         counts = train_epoch(
             method,
-            ctx.batches(
-                "train", batch_size=cfg.train.batch_size, seed=_shuffle_seed(cfg, epoch, ctx)
-            )
-            or [],
+            batches if batches is not None else [],
             epoch=epoch,
             device=ctx.device,
             views=lambda x, g=view_gen: augmenter.train(x, g),
@@ -351,7 +351,8 @@ def _complete_labels(state: _RunState, seen: list[tuple[Tensor, Tensor]]) -> Non
 def _test_metrics(
     cfg: RunConfig, method: Method, ctx: WorkerContext, augmenter
 ) -> dict[str, float]:
-    batches = ctx.batches("test", batch_size=cfg.train.eval_batch_size, seed=None) or []
+    batches = ctx.batches("test", batch_size=cfg.train.eval_batch_size, seed=None)
+    batches = batches if batches is not None else []
     # The unwrapped network: evaluation runs no collective, so unequal test splits are fine.
     model = getattr(method.eval_model(), "module", method.eval_model())
     ev = evaluate(

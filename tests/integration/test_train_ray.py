@@ -238,6 +238,22 @@ def test_cli_coteaching_with_dead_tracking_server_then_resume(
     assert [m["attempt_start_epoch"] for m in state["history"]] == [0, 0, 2]
 
 
+def test_driver_mode_runs_the_worker_without_ray_train(ray_cluster, shards, tmp_path):
+    cfg = _config(
+        tmp_path,
+        method={"name": "jocor"},
+        train={"epochs": 2},
+        scaling={"num_workers": 0},
+        tracking={"enabled": False},
+    )
+    result = fit(cfg, train=read_shards(shards["train"]), out_dir=tmp_path / "out")
+    assert [m["epoch"] for m in result.history] == [0, 1]
+    assert all(m["num_unique_seen"] == N_TRAIN for m in result.history)
+    assert [e for e, _ in result.snapshots] == [0, 1]
+    assert load_checkpoint(result.checkpoint_dir)["method_name"] == "jocor"
+    assert result.summary["num_workers"] == 0
+
+
 def test_cli_reports_bad_input_in_one_paragraph(ray_cluster, tmp_path, capsys):
     from jumpray.cli import main
 
