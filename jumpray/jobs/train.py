@@ -61,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
     """Read the shards, train, print a one-screen summary; returns 0."""
     cfg = load_config(args.config, args.overrides)
     run_name = _resume_name(args.out) if args.resume else None
-    from jumpray.data.shards import read_shards
     from jumpray.ray_utils import init_ray
+
+    # Before Ray Data is imported: its quiet settings are read from the environment on import.
+    init_ray(address=args.address or cfg.scaling.address)
+    from jumpray.data.shards import read_shards
     from jumpray.train.launch import fit
 
-    init_ray(address=args.address or cfg.scaling.address)
     # fit() caches only the tensor columns (data.materialize), so the reader does not.
     train = read_shards(args.shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
     test = None

@@ -294,6 +294,8 @@ def _fit_ray(
             failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[EpochForwarder(queue)],
+            # Ray Train's per-report INFO lines would bury the one progress line per epoch.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
         dataset_config=UnequalSplit(preserve_order=cfg.data.preserve_order),
