@@ -204,9 +204,24 @@ class ScoreConfig(_Strict):
     num_snapshots: int = Field(
         3, ge=1, description="how many of the last snapshots score each sample"
     )
-    combine: Literal["mean", "vote"] = "mean"
+    formula: Literal["prob", "semantic", "bitloss", "rule", "blend"] = Field(
+        "blend",
+        description="per-snapshot label score (jumpray.score.decide.SCORE_FORMULAS); "
+        "default chosen by measured F1, see decide.py",
+    )
+    combine: Literal["mean", "vote"] = Field(
+        "mean",
+        description="mean of the snapshots' scores, or the fraction of snapshots scoring >= 0.5",
+    )
     threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="is_label_issue = label_score < threshold"
+    )
+    confident_prob: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="noise-matrix estimate: only samples whose predicted class has at least "
+        "this mean probability are counted",
     )
     batch_size: int = Field(512, ge=1)
     num_actors: int = Field(1, ge=1)
@@ -218,9 +233,13 @@ class CleanConfig(_Strict):
     """What the clean job writes."""
 
     relabel: bool = Field(
-        False, description="relabel kept-but-wrong samples when the model is confident"
+        False,
+        description="--write-shards: a flagged sample is kept with the predicted label when its "
+        "mean probability is >= relabel_min_prob (and it differs); other flagged ones are dropped",
     )
-    relabel_min_prob: float = Field(0.9, gt=0.0, le=1.0)
+    relabel_min_prob: float = Field(
+        0.9, gt=0.0, le=1.0, description="the relabel rule's minimum predicted-class probability"
+    )
     gallery_size: int = Field(36, ge=0)
 
 
