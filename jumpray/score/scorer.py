@@ -168,7 +168,7 @@ class Scorer:
             :class:`SnapshotScores`.
         """
         x = self.augmenter.test(images).to(self.device)
-        given = torch.as_tensor(np.asarray(given_label, dtype=np.int64), device=self.device)
+        given = torch.tensor(np.asarray(given_label, dtype=np.int64), device=self.device)  # a copy
         rows = torch.arange(given.shape[0], device=self.device)
         probs, out = [], {k: [] for k in _SNAPSHOT_KEYS}
         for net in self.nets:

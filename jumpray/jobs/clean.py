@@ -1,0 +1,173 @@
+"""``jumpray clean``: train, score with the last R snapshots, decide, write (CONTRACT §2-§3).
+
+Examples::
+
+    jumpray clean --shards shards/fm-train --test-shards shards/fm-test --out runs/clean \\
+        --config configs/fashion_mnist.yaml --write-shards
+    jumpray clean --shards shards/fm-train --out runs/clean2 --write-shards \\
+        clean.relabel=true clean.relabel_min_prob=0.95 score.combine=vote
+    # the cleaned shards are a shard folder like any other
+    jumpray train --shards runs/clean/clean-shards --test-shards shards/fm-test --out runs/retrain
+
+Steps, all in one MLflow run (params = the resolved config; per-epoch training metrics; then the
+summary's numbers as metrics, summary.json, report.html with its PNGs, labels.parquet and
+quarantine.parquet as artifacts):
+
+1. ``jumpray.train.launch.fit``: Jump-teaching on Ray Train; every epoch's weights go to the run's
+   snapshot store actor in the object store; OUT/checkpoint/ etc. as ``jumpray train`` writes;
+2. the last ``score.num_snapshots`` snapshots, straight from the object store (no copy through
+   the driver), score every sample with the Ray Data actor pool (:mod:`jumpray.score.pipeline`);
+3. OUT/labels.parquet, OUT/quarantine.parquet, OUT/summary.json, OUT/report.html;
+4. with ``--write-shards``, OUT/clean-shards/: the kept samples (relabelled when
+   ``clean.relabel`` and the model is confident; :func:`jumpray.score.decide.relabel_decision`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from jumpray.cli import add_config_arguments
+from jumpray.config import RunConfig, load_config
+from jumpray.jobs.score import SUMMARY_FILE, _write_json, score_and_report, summary_text
+from jumpray.log import get_logger
+
+__all__ = ["add_arguments", "run", "run_clean", "CLEAN_SHARDS"]
+
+log = get_logger(__name__)
+
+CLEAN_SHARDS = "clean-shards"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shards", type=Path, required=True, help="the shard folder to clean")
+    parser.add_argument("--out", type=Path, required=True, help="the output folder")
+    parser.add_argument("--test-shards", type=Path, default=None, help="clean test shards")
+    parser.add_argument(
+        "--write-shards",
+        action="store_true",
+        help="write OUT/clean-shards/, the kept (optionally relabelled) samples",
+    )
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
+    )
+    add_config_arguments(parser)
+
+
+def _numbers(summary: dict[str, Any]) -> dict[str, float]:
+    """The summary's scalar numbers, as tracker metrics."""
+    return {
+        k: float(v)
+        for k, v in summary.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def run_clean(
+    cfg: RunConfig,
+    *,
+    shards: Path,
+    out: Path,
+    test_shards: Path | None = None,
+    write_shards: bool = False,
+    address: str | None = None,
+    title: str = "jumpray clean report",
+) -> dict[str, Any]:
+    """The clean job (module docstring); returns the summary written to OUT/summary.json."""
+    from jumpray.ray_utils import init_ray
+
+    init_ray(address=address or cfg.scaling.address)
+    from jumpray.data.shards import read_shards
+    from jumpray.score.export import write_clean_shards
+    from jumpray.score.pipeline import snapshots_from_refs
+    from jumpray.tracking import build_tracker
+    from jumpray.train.launch import fit
+
+    t0 = time.perf_counter()
+    source = read_shards(shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
+    test = None
+    if test_shards is not None:
+        test = read_shards(
+            test_shards,
+            cfg.data,
+            num_classes=cfg.num_classes or source.info.num_classes,
+            materialize=False,
+        )
+    tracker = build_tracker(
+        enabled=cfg.tracking.enabled,
+        uri=cfg.tracking.uri,
+        experiment=cfg.tracking.experiment,
+        run_name=cfg.tracking.run_name or f"clean-{Path(shards).name}",
+        strict=cfg.tracking.strict,
+    )
+    tracker.set_tags({"jumpray.job": "clean"})
+    try:
+        result = fit(cfg, train=source, test=test, out_dir=out, tracker=tracker)
+        train_s = time.perf_counter() - t0
+        snaps = snapshots_from_refs(
+            result.snapshots, result.checkpoint_dir, cfg.score.num_snapshots
+        )
+        final = result.history[-1] if result.history else {}
+        extra: dict[str, Any] = {
+            "train_wall_s": round(train_s, 1),
+            "train_epochs": len(result.history),
+            "checkpoint": str(result.checkpoint_dir),
+        }
+        if "test_accuracy" in final:
+            extra["test_accuracy"] = float(final["test_accuracy"])
+        summary = score_and_report(
+            cfg, source=source, snaps=snaps, out=out, extra=extra, title=title
+        )
+        if write_shards:
+            written = write_clean_shards(
+                source,
+                out / "labels.parquet",
+                out / CLEAN_SHARDS,
+                relabel=cfg.clean.relabel,
+                min_prob=cfg.clean.relabel_min_prob,
+            )
+            summary |= {
+                "clean_shards": written["folder"],
+                "num_kept": written["num_kept"],
+                "num_relabelled": written["num_relabelled"],
+                "num_dropped": written["num_dropped"],
+            }
+        summary["total_wall_s"] = round(time.perf_counter() - t0, 1)
+        summary["mlflow_run_id"] = tracker.run_id
+        summary["mlflow_tracking_uri"] = tracker.uri
+        _write_json(out / SUMMARY_FILE, summary)
+        _track(tracker, summary, out)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end()
+    return summary
+
+
+def _track(tracker, summary: dict[str, Any], out: Path) -> None:
+    """Everything the clean job wrote, into its MLflow run."""
+    tracker.log_metrics({f"clean/{k}": v for k, v in _numbers(summary).items()})
+    tracker.log_dict(summary, SUMMARY_FILE)
+    for name in ("report.html", "labels.parquet", "quarantine.parquet"):
+        path = out / name
+        if path.exists():
+            tracker.log_artifact(path, "clean")
+    for png in sorted(out.glob("report_*.png")):
+        tracker.log_artifact(png, "clean")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train + score + decide + write; print a one-screen summary."""
+    cfg = load_config(args.config, args.overrides)
+    summary = run_clean(
+        cfg,
+        shards=args.shards,
+        out=args.out,
+        test_shards=args.test_shards,
+        write_shards=args.write_shards,
+        address=args.address,
+    )
+    print(summary_text(summary, out=args.out, command="clean"))
+    return 0

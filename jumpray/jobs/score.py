@@ -1,0 +1,206 @@
+"""``jumpray score``: every sample of a shard folder scored by a trained run's snapshots (CONTRACT §2-§3).
+
+Examples::
+
+    jumpray score --shards shards/fm-train --checkpoint runs/jt/checkpoint --out runs/jt-score
+    jumpray score --shards shards/fm-train --checkpoint runs/jt/checkpoint --out runs/s2 \\
+        score.combine=vote score.num_actors=1 score.cpus_per_actor=1
+    # a cluster, one GPU per scoring actor
+    RAY_ADDRESS=auto jumpray score --shards /data/c1m --checkpoint runs/c1m/checkpoint \\
+        --out runs/c1m-score score.num_actors=4 score.gpus_per_actor=1
+
+The config is the checkpoint's (the training run's resolved config), then ``--config``, then the
+overrides. The last ``score.num_snapshots`` snapshots saved in the checkpoint score each sample.
+Writes OUT/labels.parquet, OUT/summary.json, OUT/quarantine.parquet and OUT/report.html (with its
+PNGs); with ``--test-shards`` the summary also has the newest snapshot's ``test_accuracy``.
+
+:func:`score_and_report` is the part the clean job shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from jumpray.cli import add_config_arguments
+from jumpray.config import RunConfig, load_config
+from jumpray.errors import DataError
+from jumpray.log import get_logger
+
+__all__ = ["add_arguments", "run", "score_and_report", "summary_text", "SUMMARY_FILE"]
+
+log = get_logger(__name__)
+
+SUMMARY_FILE = "summary.json"
+LABELS_FILE = "labels.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shards", type=Path, required=True, help="the shard folder to score")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="a checkpoint folder (OUT/checkpoint of jumpray train or clean)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the output folder")
+    parser.add_argument(
+        "--test-shards", type=Path, default=None, help="clean test shards (adds test_accuracy)"
+    )
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
+    )
+    add_config_arguments(parser)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_quarantine(source, path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    table = source.quarantine()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return int(table.num_rows)
+
+
+def score_and_report(
+    cfg: RunConfig,
+    *,
+    source,
+    snaps,
+    out: Path,
+    extra: dict[str, Any] | None = None,
+    title: str = "jumpray score report",
+) -> dict[str, Any]:
+    """Score ``source`` with ``snaps``; write labels.parquet, quarantine.parquet, summary.json and
+    report.html into ``out``; return the summary.
+
+    Args:
+        cfg: the run config.
+        source: a :class:`jumpray.data.ShardSource`.
+        snaps: a :class:`jumpray.score.pipeline.SnapshotSet`.
+        out: OUT (created).
+        extra: more summary fields (test accuracy, timings), merged before writing.
+        title: the report's title.
+    """
+    from jumpray.score.export import read_gallery_images
+    from jumpray.score.pipeline import score_shards
+    from jumpray.score.report import write_report
+    from jumpray.score.summary import LabelStats
+
+    out.mkdir(parents=True, exist_ok=True)
+    info = source.info
+    num_classes = int(snaps.model_args["num_classes"])
+    if info.num_classes > num_classes:
+        raise DataError(
+            f"{info.folder} has {info.num_classes} classes but the checkpoint's network has "
+            f"{num_classes}",
+            fix="score shards of the same label space as the training data",
+        )
+    stats = LabelStats(
+        num_classes, gallery_size=cfg.clean.gallery_size, confident_prob=cfg.score.confident_prob
+    )
+    run = score_shards(source, snaps, cfg, labels_path=out / LABELS_FILE, stats=stats)
+    num_quarantined = _write_quarantine(source, out / QUARANTINE_FILE)
+    summary: dict[str, Any] = {
+        "shards": str(info.folder),
+        "num_rows_in": info.rows_in,
+        **stats.result(),
+        "num_quarantined": num_quarantined,
+        "num_classes": num_classes,
+        "class_names": info.class_names,
+        "decision": {
+            "formula": cfg.score.formula,
+            "combine": cfg.score.combine,
+            "threshold": cfg.score.threshold,
+            "num_snapshots": len(snaps.epochs),
+            "snapshot_epochs": snaps.epochs,
+            "confident_prob": cfg.score.confident_prob,
+        },
+        "scoring_wall_s": round(run.wall_s, 3),
+        "scoring_samples_per_s": round(run.samples_per_s, 1),
+        "score_resources": {
+            "num_actors": cfg.score.num_actors,
+            "cpus_per_actor": cfg.score.cpus_per_actor,
+            "gpus_per_actor": cfg.score.gpus_per_actor,
+            "batch_size": cfg.score.batch_size,
+        },
+    }
+    summary |= extra or {}
+    _write_json(out / SUMMARY_FILE, summary)
+    rows = stats.gallery()
+    images = read_gallery_images(info.folder, rows) if rows else []
+    write_report(
+        out,
+        summary=summary,
+        histograms=stats.histograms(),
+        history=snaps.history,
+        gallery_rows=rows,
+        gallery_images=images,
+        config=cfg.model_dump(),
+        title=title,
+    )
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the shards with the checkpoint's snapshots; print a one-screen summary."""
+    from jumpray.checkpoint import load_checkpoint
+
+    base = load_checkpoint(args.checkpoint).get("config") or {}
+    cfg = load_config(args.config, args.overrides, base=base)
+    from jumpray.ray_utils import init_ray
+
+    init_ray(address=args.address or cfg.scaling.address)
+    from jumpray.data.shards import read_shards
+    from jumpray.score.pipeline import evaluate_accuracy, snapshots_from_checkpoint
+
+    snaps = snapshots_from_checkpoint(args.checkpoint, cfg.score.num_snapshots)
+    num_classes = int(snaps.model_args["num_classes"])
+    source = read_shards(args.shards, cfg.data, num_classes=num_classes, materialize=False)
+    extra: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
+    if args.test_shards is not None:
+        test = read_shards(args.test_shards, cfg.data, num_classes=num_classes, materialize=False)
+        extra["test_accuracy"] = evaluate_accuracy(test, snaps, cfg)
+    summary = score_and_report(cfg, source=source, snaps=snaps, out=args.out, extra=extra)
+    print(summary_text(summary, out=args.out, command="score"))
+    return 0
+
+
+def summary_text(s: dict[str, Any], *, out: Path, command: str) -> str:
+    """The one-screen summary of a scoring (or clean) run."""
+    d = s["decision"]
+    lines = [
+        f"jumpray {command}: {s['num_samples']} samples scored from {s['shards']}, "
+        f"{s['num_quarantined']} quarantined",
+        f"  label issues: {s['num_label_issues']} (estimated noise rate "
+        f"{s['estimated_noise_rate']:.3f}); decision: {d['combine']} of {d['formula']} over "
+        f"snapshots {d['snapshot_epochs']}, threshold {d['threshold']:g}",
+    ]
+    if "precision" in s:
+        lines.append(
+            f"  against the clean labels: precision {s['precision']:.3f}, recall "
+            f"{s['recall']:.3f}, F1 {s['f1']:.3f} (true noise rate {s['true_noise_rate']:.3f})"
+        )
+    if "test_accuracy" in s:
+        lines.append(f"  test accuracy {s['test_accuracy']:.4f}")
+    if "num_kept" in s:
+        lines.append(
+            f"  cleaned shards: {s['num_kept']} samples ({s['num_relabelled']} relabelled) in "
+            f"{s['clean_shards']}"
+        )
+    lines.append(f"  scoring: {s['scoring_samples_per_s']:.0f} samples/s")
+    lines.append(f"  outputs: {out}/labels.parquet, summary.json, quarantine.parquet, report.html")
+    if s.get("mlflow_run_id"):
+        lines.append(f"  MLflow run {s['mlflow_run_id']} at {s.get('mlflow_tracking_uri')}")
+    return "\n".join(lines)

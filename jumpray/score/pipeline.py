@@ -1,0 +1,374 @@
+"""Ray Data scoring: an actor pool of :class:`~jumpray.score.scorer.Scorer` over a shard folder.
+
+The adapter between the pure scorer and Ray (ray-stack-notes §2(d), §3 gotchas 1 and 12):
+
+- the weights of the R prior snapshots travel by object-store reference: from the training run's
+  snapshot store actor (``TrainResult.snapshots``; the actor owns them) or ``ray.put`` from a
+  checkpoint (:func:`snapshots_from_checkpoint`). :class:`ScoreActor` ``ray.get``s them once, in
+  its constructor (Ray does not dereference refs passed in ``fn_constructor_kwargs``);
+- ``map_batches(ScoreActor, compute=ActorPoolStrategy(size=score.num_actors),
+  num_cpus=score.cpus_per_actor, num_gpus=score.gpus_per_actor, batch_size=score.batch_size)``;
+  the actors return the label columns only (the image is dropped inside the actor);
+- the driver iterates the result block by block, appending each to ``labels.parquet`` (a temporary
+  name, renamed when complete) and to the streaming :class:`~jumpray.score.summary.LabelStats`:
+  memory stays flat in the dataset size (no collecting, no sort). Rows are in the order blocks
+  finish, not idx order;
+- once the dataset is consumed, rows + quarantined = rows in is checked
+  (:meth:`~jumpray.data.ShardSource.check_counts`).
+
+On a 2-core machine the actors must leave one CPU to Ray Data's read tasks, else the read never
+runs and the job hangs (gotcha 1): :func:`check_resources` refuses such settings with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+from jumpray.checkpoint import load_checkpoint
+from jumpray.config import RunConfig, ScoreConfig
+from jumpray.data.shards import ShardSource
+from jumpray.errors import ConfigError, DataError
+from jumpray.log import get_logger
+from jumpray.score.decide import Decision
+from jumpray.score.scorer import Scorer, ScorerSpec
+from jumpray.score.summary import LabelStats
+
+__all__ = [
+    "ScoreActor",
+    "SnapshotSet",
+    "ScoreRun",
+    "LABELS_SCHEMA",
+    "build_spec",
+    "snapshots_from_checkpoint",
+    "snapshots_from_refs",
+    "check_resources",
+    "score_shards",
+    "evaluate_accuracy",
+]
+
+log = get_logger(__name__)
+
+_BASE_FIELDS = [
+    pa.field("key", pa.string()),
+    pa.field("shard", pa.string()),
+    pa.field("idx", pa.int64()),
+    pa.field("given_label", pa.int64()),
+    pa.field("predicted_label", pa.int64()),
+    pa.field("label_score", pa.float64()),
+    pa.field("is_label_issue", pa.bool_()),
+    pa.field("prob_given", pa.float64()),
+    pa.field("pred_prob", pa.float64()),
+    pa.field("margin", pa.float64()),
+    pa.field("bit_loss_mean", pa.float64()),
+    pa.field("bit_loss_var", pa.float64()),
+    pa.field("semantic_prob", pa.float64()),
+    pa.field("votes", pa.int64()),
+]
+# labels.parquet (CONTRACT §3); ``clean_label`` (null where unknown) is added when the shards
+# carry clean labels.
+LABELS_SCHEMA = pa.schema(_BASE_FIELDS)
+
+
+def labels_schema(has_clean_labels: bool) -> pa.Schema:
+    """The labels.parquet schema, with ``clean_label`` after ``given_label`` when known."""
+    if not has_clean_labels:
+        return LABELS_SCHEMA
+    fields = list(_BASE_FIELDS)
+    fields.insert(4, pa.field("clean_label", pa.int64()))
+    return pa.schema(fields)
+
+
+class ScoreActor:
+    """The Ray Data actor: fetches the snapshot weights once, then scores batches.
+
+    Args:
+        weight_refs: R object refs (or already fetched state dicts), oldest first.
+        spec: the :class:`ScorerSpec`.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        num_threads: torch threads inside the actor.
+    """
+
+    def __init__(
+        self,
+        weight_refs: Sequence[Any],
+        spec: ScorerSpec,
+        *,
+        device: str = "auto",
+        num_threads: int | None = None,
+    ):
+        weights = [ray.get(r) if isinstance(r, ray.ObjectRef) else r for r in weight_refs]
+        self.scorer = Scorer(weights, spec, device=device, num_threads=num_threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.scorer(batch)
+
+
+@dataclass
+class SnapshotSet:
+    """The prior snapshots that score, and what is needed to rebuild their network.
+
+    Attributes:
+        epochs: the snapshots' epochs, oldest first.
+        refs: their weights in the object store, same order.
+        model_args: :func:`jumpray.models.build_model` arguments.
+        data: the training data's ``channels``, ``image_hw``, ``mean``, ``std``.
+        config: the training run's resolved config (a dict).
+        history: per-epoch training metrics.
+    """
+
+    epochs: list[int]
+    refs: list[Any]
+    model_args: dict[str, Any]
+    data: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def snapshots_from_checkpoint(folder: str | Path, num_snapshots: int) -> SnapshotSet:
+    """The last ``num_snapshots`` snapshots saved in a checkpoint, put in the object store.
+
+    Raises:
+        DataError: not a checkpoint, or it holds no snapshot.
+    """
+    state = load_checkpoint(folder)
+    saved = list(state.get("snapshots") or [])
+    if not saved:
+        # An older or method-less checkpoint: its final model is the one snapshot there is.
+        saved = [(int(state["epoch"]), state["model"])]
+    chosen = saved[-num_snapshots:]
+    if len(chosen) < num_snapshots:
+        log.warning(
+            "%s holds %d snapshot(s) (epochs %s); scoring with those instead of %d",
+            folder,
+            len(chosen),
+            [e for e, _ in chosen],
+            num_snapshots,
+        )
+    return SnapshotSet(
+        epochs=[int(e) for e, _ in chosen],
+        refs=[ray.put(w) for _, w in chosen],
+        model_args=dict(state["model_args"]),
+        data=dict(state["data"]),
+        config=dict(state.get("config") or {}),
+        history=list(state.get("history") or []),
+    )
+
+
+def snapshots_from_refs(
+    snapshots: Sequence[tuple[int, Any]], checkpoint: str | Path, num_snapshots: int
+) -> SnapshotSet:
+    """The last ``num_snapshots`` of ``[(epoch, ref)]`` (a live snapshot store's), with the
+    network description read from the run's checkpoint (its weights are not re-sent).
+    """
+    state = load_checkpoint(checkpoint)
+    chosen = list(snapshots)[-num_snapshots:]
+    if not chosen:
+        raise DataError("the training run left no snapshot to score with")
+    return SnapshotSet(
+        epochs=[int(e) for e, _ in chosen],
+        refs=[r for _, r in chosen],
+        model_args=dict(state["model_args"]),
+        data=dict(state["data"]),
+        config=dict(state.get("config") or {}),
+        history=list(state.get("history") or []),
+    )
+
+
+def build_spec(cfg: RunConfig, snaps: SnapshotSet) -> ScorerSpec:
+    """The scorer's plain-data description from the run config and the snapshots' network."""
+    data = snaps.data
+    h, w = data["image_hw"]
+    sel = cfg.selection
+    decision = Decision(cfg.score.formula, cfg.score.combine, cfg.score.threshold)
+    decision.check(has_semantic=int(snaps.model_args.get("num_bits", 0)) > 0)
+    return ScorerSpec(
+        model_args=snaps.model_args,
+        image_size=int(cfg.data.image_size or min(int(h), int(w))),
+        channels=int(data["channels"]),
+        mean=tuple(float(m) for m in data["mean"]),
+        std=tuple(float(s) for s in data["std"]),
+        temperature=sel.temperature,
+        rule=sel.rule,
+        tau=sel.tau,
+        max_mean_bit_loss=sel.max_mean_bit_loss,
+        code_clamp=sel.code_clamp,
+        decision=decision,
+    )
+
+
+def check_resources(score: ScoreConfig) -> None:
+    """Refuse an actor pool that would leave Ray Data's read tasks no CPU (a certain hang).
+
+    Raises:
+        ConfigError: with the settings that fit.
+    """
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    need = score.num_actors * score.cpus_per_actor
+    if total and total - need < 1.0:
+        raise ConfigError(
+            f"score.num_actors={score.num_actors} x score.cpus_per_actor={score.cpus_per_actor} "
+            f"= {need:g} of the cluster's {total:g} CPUs leaves less than 1 CPU for reading, and "
+            "Ray Data would wait forever; lower score.num_actors or score.cpus_per_actor "
+            f"(for example score.num_actors={max(1, int((total - 1) / score.cpus_per_actor))})"
+        )
+    if score.gpus_per_actor > 0:
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        if gpus < score.gpus_per_actor:
+            raise ConfigError(
+                f"score.gpus_per_actor={score.gpus_per_actor} but the cluster has {gpus:g} GPUs; "
+                "set score.gpus_per_actor=0 to score on CPU"
+            )
+
+
+def _scored_dataset(source: ShardSource, snaps: SnapshotSet, spec: ScorerSpec, score: ScoreConfig):
+    check_resources(score)
+    use_gpu = score.gpus_per_actor > 0
+    kwargs: dict[str, Any] = {}
+    if use_gpu:
+        kwargs["num_gpus"] = score.gpus_per_actor
+    return source.dataset.map_batches(
+        ScoreActor,
+        fn_constructor_kwargs={
+            "weight_refs": list(snaps.refs),
+            "spec": spec,
+            "device": "cuda" if use_gpu else "cpu",
+            "num_threads": max(1, int(score.cpus_per_actor)),
+        },
+        compute=ray.data.ActorPoolStrategy(size=score.num_actors),
+        num_cpus=score.cpus_per_actor,
+        batch_size=score.batch_size,
+        batch_format="numpy",
+        **kwargs,
+    )
+
+
+def _to_table(batch: Mapping[str, np.ndarray], schema: pa.Schema) -> pa.Table:
+    cols = []
+    for f in schema:
+        values = np.asarray(batch[f.name])
+        if f.name == "clean_label":
+            cols.append(pa.array(values, type=f.type, mask=values < 0))
+        elif pa.types.is_string(f.type):
+            cols.append(pa.array(values.tolist(), type=f.type))
+        else:
+            cols.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+@dataclass
+class ScoreRun:
+    """What :func:`score_shards` did.
+
+    Attributes:
+        labels_path: the labels.parquet written.
+        num_rows: rows scored (= rows in labels.parquet).
+        num_quarantined: rows the reader could not use.
+        wall_s: seconds from the first block requested to the file renamed.
+        samples_per_s: num_rows / wall_s.
+    """
+
+    labels_path: Path
+    num_rows: int
+    num_quarantined: int
+    wall_s: float
+    samples_per_s: float
+
+
+def _blocks(ds) -> Iterator[dict[str, np.ndarray]]:
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+
+
+def score_shards(
+    source: ShardSource,
+    snaps: SnapshotSet,
+    cfg: RunConfig,
+    *,
+    labels_path: str | Path,
+    stats: LabelStats | None = None,
+) -> ScoreRun:
+    """Score every usable sample of ``source`` and stream the rows to ``labels_path``.
+
+    Args:
+        source: the shard folder (``jumpray.data.read_shards``).
+        snaps: the snapshots that score.
+        cfg: the run config (``score.*``, ``selection.*``, ``data.image_size``).
+        labels_path: the Parquet file to write (atomically: temporary name, then rename).
+        stats: a :class:`LabelStats` fed every block (for summary.json and the report).
+
+    Returns:
+        A :class:`ScoreRun`.
+
+    Raises:
+        ConfigError: resources or decision settings that cannot work.
+        DataError: a bad sample under ``data.on_error=raise``, or a broken count invariant.
+    """
+    spec = build_spec(cfg, snaps)
+    ds = _scored_dataset(source, snaps, spec, cfg.score)
+    path = Path(labels_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    schema = labels_schema(source.info.has_clean_labels)
+    rows = 0
+    start = time.perf_counter()
+    log.info(
+        "scoring %s with snapshots of epochs %s: %d actor(s) x %g CPU%s, batch %d, %s/%s",
+        source.info.folder,
+        snaps.epochs,
+        cfg.score.num_actors,
+        cfg.score.cpus_per_actor,
+        f" + {cfg.score.gpus_per_actor:g} GPU" if cfg.score.gpus_per_actor else "",
+        cfg.score.batch_size,
+        cfg.score.formula,
+        cfg.score.combine,
+    )
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for batch in _blocks(ds):
+                n = len(batch["idx"])
+                if not n:
+                    continue
+                writer.write_table(_to_table(batch, schema))
+                if stats is not None:
+                    stats.update(batch)
+                rows += n
+        num_quarantined = source.check_counts(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    wall = time.perf_counter() - start
+    log.info("scored %d samples in %.1f s (%.0f/s) -> %s", rows, wall, rows / max(wall, 1e-9), path)
+    return ScoreRun(path, rows, num_quarantined, wall, rows / max(wall, 1e-9))
+
+
+def evaluate_accuracy(source: ShardSource, snaps: SnapshotSet, cfg: RunConfig) -> float:
+    """Accuracy of the newest snapshot's classifier on (clean) test shards, by the actor pool.
+
+    Test shards' ``given_label`` is taken as the truth (CONTRACT: test sets are clean).
+    """
+    last = SnapshotSet(
+        epochs=snaps.epochs[-1:],
+        refs=snaps.refs[-1:],
+        model_args=snaps.model_args,
+        data=snaps.data,
+    )
+    # The decision does not matter here; "prob" needs no semantic head.
+    spec = build_spec(
+        cfg.model_copy(update={"score": cfg.score.model_copy(update={"formula": "prob"})}), last
+    )
+    correct = total = 0
+    for batch in _blocks(_scored_dataset(source, last, spec, cfg.score)):
+        correct += int((batch["predicted_label"] == batch["given_label"]).sum())
+        total += len(batch["given_label"])
+    return correct / total if total else 0.0

@@ -1,0 +1,364 @@
+"""The clean report: PNG plots and one self-contained ``report.html`` beside them (CONTRACT §3).
+
+Plots (matplotlib, Agg backend, written next to the HTML, which links them by relative path):
+
+- ``report_selection_curves.png``: the training run's per-epoch selected fraction, selection
+  precision / recall and test accuracy (from the checkpoint's history);
+- ``report_label_scores.png``: label-score histograms, split into truly clean and truly wrong
+  labels when the shards carry clean labels, with the decision threshold;
+- ``report_noise_matrix.png``: the estimated noise matrix (rows = predicted class, over confident
+  samples), beside the true one when clean labels exist;
+- ``report_gallery.png``: the most suspicious samples (lowest label score) with their given and
+  predicted class names.
+
+The HTML adds the summary numbers, the decision, per-class flag rates and the resolved config.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from jumpray.log import get_logger
+
+__all__ = [
+    "plot_selection_curves",
+    "plot_label_scores",
+    "plot_noise_matrix",
+    "plot_gallery",
+    "write_report",
+    "REPORT_FILE",
+]
+
+log = get_logger(__name__)
+
+REPORT_FILE = "report.html"
+_CURVES = (
+    ("selected_fraction", "selected fraction"),
+    ("precision", "selection precision"),
+    ("recall", "selection recall"),
+    ("test_accuracy", "test accuracy"),
+)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _names(class_names: Sequence[str], num_classes: int) -> list[str]:
+    return (
+        list(class_names)
+        if len(class_names) == num_classes
+        else [str(c) for c in range(num_classes)]
+    )
+
+
+def plot_selection_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path | None:
+    """Per-epoch selection metrics of the training run; None when there is no history."""
+    if not history:
+        return None
+    plt = _plt()
+    epochs = [int(h.get("epoch", i)) + 1 for i, h in enumerate(history)]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for key, label in _CURVES:
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_xticks(epochs)
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("training: selection over epochs")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_label_scores(hist: dict[str, Any], path: str | Path, *, threshold: float) -> Path:
+    """Label-score histograms (clean vs wrong when known) with the threshold line."""
+    plt = _plt()
+    edges = np.asarray(hist["edges"])
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    if "clean" in hist:
+        ax.bar(
+            centers,
+            hist["clean"],
+            width=width,
+            alpha=0.6,
+            label="given label correct",
+            color="tab:blue",
+        )
+        ax.bar(
+            centers,
+            hist["wrong"],
+            width=width,
+            alpha=0.6,
+            label="given label wrong",
+            color="tab:red",
+        )
+    else:
+        ax.bar(centers, hist["all"], width=width, alpha=0.8, label="all samples", color="tab:gray")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
+    if max(hist["all"] or [0]) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("label_score (high = given label probably right)")
+    ax.set_ylabel("samples (log scale)")
+    ax.set_xlim(0.0, 1.0)
+    ax.legend(loc="upper center")
+    ax.set_title("label scores")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _matrix(ax, matrix: np.ndarray, names: list[str], title: str, ylabel: str) -> None:
+    c = matrix.shape[0]
+    ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues")
+    ax.set_xticks(range(c), names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(c), names, fontsize=7)
+    ax.set_xlabel("given label")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if c <= 20:
+        for i in range(c):
+            for j in range(c):
+                v = matrix[i, j]
+                if v >= 0.005:
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if v > 0.5 else "black",
+                    )
+
+
+def plot_noise_matrix(
+    estimated: Sequence[Sequence[float]],
+    path: str | Path,
+    *,
+    class_names: Sequence[str] = (),
+    true: Sequence[Sequence[float]] | None = None,
+) -> Path:
+    """The estimated noise matrix, and the true one beside it when known."""
+    plt = _plt()
+    est = np.asarray(estimated, dtype=np.float64)
+    names = _names(class_names, est.shape[0])
+    panels = 2 if true is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.0), dpi=100, squeeze=False)
+    _matrix(axes[0][0], est, names, "estimated: P(given | predicted class)", "predicted class")
+    if true is not None:
+        _matrix(axes[0][1], np.asarray(true), names, "true: P(given | clean class)", "clean class")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_gallery(
+    rows: Sequence[dict[str, Any]],
+    images: Sequence[np.ndarray | None],
+    path: str | Path,
+    *,
+    class_names: Sequence[str] = (),
+    num_classes: int = 0,
+    columns: int = 6,
+) -> Path | None:
+    """A grid of the most suspicious samples: image, given and predicted class, label score."""
+    if not rows:
+        return None
+    plt = _plt()
+    names = _names(
+        class_names,
+        max(num_classes, 1 + max(max(r["given_label"], r["predicted_label"]) for r in rows)),
+    )
+    n = len(rows)
+    cols = min(columns, n)
+    lines = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        lines, cols, figsize=(2.1 * cols, 2.45 * lines), dpi=100, squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row, image in zip(axes.flat, rows, images, strict=False):
+        if image is not None:
+            img = np.asarray(image)
+            if img.shape[0] == 1:
+                ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.imshow(np.transpose(img[:3], (1, 2, 0)))
+        ax.set_title(
+            f"given: {names[row['given_label']]}\npred: {names[row['predicted_label']]}\n"
+            f"score {row['label_score']:.3f}",
+            fontsize=8,
+        )
+    fig.suptitle("most suspicious labels (lowest label_score first)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+_HEADLINE = (
+    ("num_samples", "samples scored"),
+    ("num_label_issues", "label issues flagged"),
+    ("num_quarantined", "samples quarantined (unusable)"),
+    ("estimated_noise_rate", "estimated noise rate (flagged fraction)"),
+    ("true_noise_rate", "true noise rate"),
+    ("precision", "detection precision"),
+    ("recall", "detection recall"),
+    ("f1", "detection F1"),
+    ("predicted_label_accuracy_on_wrong", "predicted label = true label, on wrong labels"),
+    ("test_accuracy", "test accuracy"),
+    ("num_kept", "samples in the cleaned shards"),
+    ("num_relabelled", "of which relabelled"),
+    ("scoring_samples_per_s", "scoring throughput (samples/s)"),
+)
+
+
+def write_report(
+    out_dir: str | Path,
+    *,
+    summary: dict[str, Any],
+    histograms: dict[str, Any],
+    history: Sequence[dict[str, float]],
+    gallery_rows: Sequence[dict[str, Any]],
+    gallery_images: Sequence[np.ndarray | None],
+    config: dict[str, Any],
+    title: str = "jumpray clean report",
+) -> Path:
+    """Write the PNGs and ``report.html`` into ``out_dir``; returns the HTML path.
+
+    Args:
+        out_dir: OUT.
+        summary: the content of summary.json.
+        histograms: :meth:`jumpray.score.summary.LabelStats.histograms`.
+        history: the training run's per-epoch metrics.
+        gallery_rows, gallery_images: the suspicious samples and their uint8 (C, H, W) images.
+        config: the resolved run config (a dict).
+        title: the page title.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(summary.get("class_names") or [])
+    c = int(summary.get("num_classes") or len(summary["estimated_noise_matrix"]))
+    decision = summary.get("decision", {})
+    figures: list[tuple[str, Path | None]] = [
+        (
+            "Selection during training",
+            plot_selection_curves(history, out / "report_selection_curves.png"),
+        ),
+        (
+            "Label scores",
+            plot_label_scores(
+                histograms,
+                out / "report_label_scores.png",
+                threshold=float(decision.get("threshold", 0.5)),
+            ),
+        ),
+        (
+            "Noise matrix",
+            plot_noise_matrix(
+                summary["estimated_noise_matrix"],
+                out / "report_noise_matrix.png",
+                class_names=names,
+                true=summary.get("true_noise_matrix"),
+            ),
+        ),
+        (
+            "Most suspicious samples",
+            plot_gallery(
+                gallery_rows,
+                gallery_images,
+                out / "report_gallery.png",
+                class_names=names,
+                num_classes=c,
+            ),
+        ),
+    ]
+    page = _html(title, summary, figures, names, config)
+    path = out / REPORT_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    log.info("report: %s", path)
+    return path
+
+
+def _html(
+    title: str,
+    summary: dict[str, Any],
+    figures: list[tuple[str, Path | None]],
+    names: list[str],
+    config: dict[str, Any],
+) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(label)}</th><td>{_fmt(summary[key])}</td></tr>"
+        for key, label in _HEADLINE
+        if summary.get(key) is not None
+    )
+    decision = summary.get("decision", {})
+    explain = (
+        f"label_score = {html.escape(str(decision.get('combine')))} over the snapshots of epochs "
+        f"{html.escape(str(decision.get('snapshot_epochs')))} of the per-snapshot score "
+        f"<code>{html.escape(str(decision.get('formula')))}</code>; a sample is a label issue when "
+        f"label_score &lt; {decision.get('threshold')}."
+    )
+    rates = summary.get("flag_rate_by_class") or []
+    class_rows = "".join(
+        f"<tr><td>{html.escape(names[i] if i < len(names) else str(i))}</td><td>{r:.3f}</td></tr>"
+        for i, r in enumerate(rates)
+    )
+    figs = "".join(
+        f'<h2>{html.escape(name)}</h2><img src="{p.name}" alt="{html.escape(name)}">'
+        for name, p in figures
+        if p is not None
+    )
+    files = "".join(
+        f'<li><a href="{f}">{f}</a></li>'
+        for f in ("labels.parquet", "summary.json", "quarantine.parquet")
+    )
+    cfg = html.escape(yaml.safe_dump(config, sort_keys=False))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 10px; text-align: left; }}
+th {{ background: #f4f4f4; font-weight: normal; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+pre {{ background: #f8f8f8; padding: 1em; font-size: 12px; overflow-x: auto; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Shards: <code>{html.escape(str(summary.get("shards", "")))}</code></p>
+<table>{rows}</table>
+<p>{explain}</p>
+{figs}
+<h2>Flag rate per given class</h2><table><tr><th>class</th><th>flagged fraction</th></tr>{class_rows}</table>
+<h2>Files</h2><ul>{files}</ul>
+<h2>Configuration</h2><pre>{cfg}</pre>
+</body></html>
+"""
