@@ -11,9 +11,10 @@ rows, the same config and batch size, measures:
 Per-epoch time is the mean over epochs after the first, as each worker measures it (training,
 flag all-gather, count all-reduce; the snapshot + checkpoint + report that follow are not in it),
 and also end to end as the interval between two epochs' reports arriving on the driver. Start-up
-is ``fit()`` wall minus the sum of its epoch times (controller, placement group, worker start with
-torch import, process group, dataset materialization, the final copy to OUT). Ray's own start
-(``ray.init``) is timed apart and not in any figure.
+is ``fit()`` wall minus the sum of its epoch times: caching the decoded rows in the object store,
+the Train controller, placement group, worker start with the torch import, the process group, and
+each epoch's snapshot + checkpoint + report (the final copy to OUT is not in the fit wall). The
+shard scan (``read_shards``) and Ray's own start (``ray.init``) are timed apart.
 
     python benchmarks/train_overhead.py --limit 10000 --epochs 3 --out bench-train.json
 """

@@ -204,6 +204,7 @@ def fit(
     tracker.log_params(config_to_flat_dict(cfg))
     tracker.set_tags({"jumpray.run_name": run_name, "jumpray.shards": train.info.folder})
 
+    start = time.perf_counter()  # fit wall: dataset caching + Ray Train, not the final copy
     loop_config = loop_config_for(cfg, train, has_test=test is not None, store=store)
     loop_config["fault"] = fault_injection
     datasets = {"train": _prepare(cfg, train)}
@@ -222,7 +223,6 @@ def fit(
     progress = DriverProgress(
         queue, epochs=cfg.train.epochs, tracker=tracker, label=cfg.method.name
     ).start()
-    start = time.perf_counter()
     try:
         if cfg.scaling.num_workers == 0:
             checkpoint = _fit_in_driver(cfg, loop_config, datasets, storage / run_name, progress)

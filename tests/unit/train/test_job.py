@@ -51,3 +51,22 @@ def test_summary_text_shows_the_key_numbers(tmp_path):
     assert "jumpteaching on shards/fm (1000 samples, 10 classes), 3 epochs, 2 worker(s)" in text
     assert "precision 0.900, recall 0.800, F1 0.847" in text
     assert "test accuracy 0.8123" in text and "start-up 20 s" in text and "MLflow run abc" in text
+
+
+def test_a_data_error_raised_in_a_worker_is_unwrapped():
+    from jumpray.errors import DataError
+    from jumpray.train.launch import _user_error
+
+    class TaskError(Exception):  # shaped like ray.exceptions.RayTaskError
+        def __init__(self, cause):
+            super().__init__("task failed")
+            self.cause = cause
+
+    class GroupError(Exception):  # shaped like ray.train.WorkerGroupError
+        def __init__(self, failures):
+            super().__init__("workers failed")
+            self.worker_failures = failures
+
+    bad = DataError("label changed", key="s1")
+    assert _user_error(GroupError({0: RuntimeError("x"), 1: TaskError(bad)})) is bad
+    assert _user_error(GroupError({0: RuntimeError("x")})) is None
