@@ -121,7 +121,11 @@ class TrainConfig(_Strict):
     """Optimisation. Defaults are tuned for the small CPU demo; reference §4 has the paper's."""
 
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(
+        128,
+        ge=1,
+        description="per worker; under Ray Train the global batch is batch_size x num_workers",
+    )
     eval_batch_size: int = Field(512, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.05, gt=0)
@@ -204,7 +208,7 @@ class ScoreConfig(_Strict):
     num_snapshots: int = Field(
         3, ge=1, description="how many of the last snapshots score each sample"
     )
-    formula: Literal["prob", "semantic", "bitloss", "rule", "blend"] = Field(
+    formula: Literal["prob", "margin", "semantic", "bitloss", "rule", "blend"] = Field(
         "blend",
         description="per-snapshot label score (jumpray.score.decide.SCORE_FORMULAS); "
         "default chosen by measured F1, see decide.py",
