@@ -9,6 +9,8 @@ clean rule). A :class:`Decision` turns them into one number per sample:
    label is probably right:
 
    - ``prob``: the classifier's p(given label) (softmax of logits / T);
+   - ``margin``: (1 + p(given) - max other p) / 2, the normalised margin (0.5 = a tie between
+     the given label and the strongest other class);
    - ``semantic``: the semantic head's posterior of the given class (the code likelihood
      normalised over the C class codes);
    - ``bitloss``: exp(-mean bit loss of the given code), the geometric mean of the K per-bit
@@ -62,6 +64,10 @@ def _prob(ps: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.asarray(ps["prob_given"], dtype=np.float64)
 
 
+def _margin(ps: Mapping[str, np.ndarray]) -> np.ndarray:
+    return 0.5 * (1.0 + np.asarray(ps["margin"], dtype=np.float64))
+
+
 def _semantic(ps: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.asarray(ps["semantic_prob"], dtype=np.float64)
 
@@ -80,6 +86,7 @@ def _blend(ps: Mapping[str, np.ndarray]) -> np.ndarray:
 
 SCORE_FORMULAS: dict[str, FormulaFn] = {
     "prob": _prob,
+    "margin": _margin,
     "semantic": _semantic,
     "bitloss": _bitloss,
     "rule": _rule,

@@ -206,11 +206,11 @@ def plot_gallery(
                 ax.imshow(np.transpose(img[:3], (1, 2, 0)))
         ax.set_title(
             f"given: {names[row['given_label']]}\npred: {names[row['predicted_label']]}\n"
-            f"score {row['label_score']:.3f}",
+            f"score {row['label_score']:.3g}",
             fontsize=8,
         )
     fig.suptitle("most suspicious labels (lowest label_score first)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / (2.45 * lines)))
     fig.savefig(path)
     plt.close(fig)
     return Path(path)

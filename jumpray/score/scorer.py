@@ -10,6 +10,7 @@ Per snapshot r and sample b (reference §2.2-§2.4, with the evaluation forward,
 
 - ``prob_given[r, b]``: the classifier's softmax(logits / T) at the given label (T as in
   training, ``selection.temperature``, so the probabilities are the ones the CE loss fitted);
+  ``margin``: that probability minus the largest other class's, in [-1, 1];
 - ``bit_loss_mean`` / ``bit_loss_var``: mean and unbiased variance of the K per-bit losses
   against the given label's codeword;
 - ``semantic_prob``: the semantic head's posterior of the given class, softmax over classes c of
@@ -90,9 +91,9 @@ class SnapshotScores:
 
     Attributes:
         probs: (R, B, C) float32 classifier probabilities softmax(logits / T).
-        per_snapshot: name -> (R, B) float64: ``prob_given``, ``semantic_prob``,
-            ``bit_loss_mean``, ``bit_loss_var`` (NaN without a semantic head) and ``clean``
-            (0.0 / 1.0).
+        per_snapshot: name -> (R, B) float64: ``prob_given``, ``margin`` (p(given) minus the
+            largest other probability), ``semantic_prob``, ``bit_loss_mean``, ``bit_loss_var``
+            (these three NaN without a semantic head) and ``clean`` (0.0 / 1.0).
     """
 
     probs: np.ndarray
@@ -177,6 +178,9 @@ class Scorer:
             p = torch.softmax(logits / self.spec.temperature, dim=1)
             probs.append(p)
             out["prob_given"].append(p[rows, given])
+            other = p.clone()
+            other[rows, given] = -1.0
+            out["margin"].append(p[rows, given] - other.max(dim=1).values)
             bl = None
             if codes is not None and self.codebook is not None:
                 bl = bit_losses(codes, self.codebook[given], clamp=self.spec.code_clamp)
@@ -238,7 +242,14 @@ class Scorer:
         return out
 
 
-_SNAPSHOT_KEYS = ("prob_given", "bit_loss_mean", "bit_loss_var", "semantic_prob", "clean")
+_SNAPSHOT_KEYS = (
+    "prob_given",
+    "margin",
+    "bit_loss_mean",
+    "bit_loss_var",
+    "semantic_prob",
+    "clean",
+)
 
 
 def _code_log_likelihood(h: Tensor, codebook: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ PS = {
     "semantic_prob": np.array([[0.5, 0.0, 1.0], [0.3, 0.2, 0.1]]),
     "bit_loss_mean": np.array([[0.0, math.log(2.0), 1.0], [0.0, math.log(2.0), 1.0]]),
     "clean": np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]]),
+    "margin": np.array([[0.8, -0.6, 0.2], [0.4, 0.0, -1.0]]),
 }
 
 
@@ -34,6 +35,8 @@ def test_mean_of_each_formula():
     np.testing.assert_allclose(label_score(PS, formula="semantic"), [0.4, 0.1, 0.55])
     np.testing.assert_allclose(label_score(PS, formula="bitloss"), [1.0, 0.5, math.exp(-1.0)])
     np.testing.assert_allclose(label_score(PS, formula="rule"), [1.0, 0.0, 0.5])
+    # margin: (1 + m) / 2 per snapshot: (.9 + .7) / 2, (.2 + .5) / 2, (.6 + 0) / 2
+    np.testing.assert_allclose(label_score(PS, formula="margin"), [0.8, 0.35, 0.3])
     # blend = mean over snapshots of (prob + semantic) / 2
     np.testing.assert_allclose(label_score(PS, formula="blend"), [0.6, 0.2, 0.5])
 
@@ -53,7 +56,7 @@ def test_single_snapshot_rows_work():
 
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(
-        ConfigError, match="score.formula.*valid: bitloss, blend, prob, rule, semantic"
+        ConfigError, match="score.formula.*valid: bitloss, blend, margin, prob, rule, semantic"
     ):
         label_score(PS, formula="nope")
     with pytest.raises(ConfigError, match="score.combine.*valid: mean, vote"):

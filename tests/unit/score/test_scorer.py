@@ -91,6 +91,9 @@ def test_two_fixed_snapshots_by_hand():
     np.testing.assert_array_equal(out["predicted_label"], [0, 1])
     np.testing.assert_allclose(out["pred_prob"], [0.625, 0.625], rtol=1e-6)
     np.testing.assert_allclose(out["margin"], [0.25, 0.25], rtol=1e-6)
+    # per-snapshot margins: s0 .5 and 0, s1 0 and .5
+    s = scorer.score_snapshots(batch()["image"], batch()["given_label"])
+    np.testing.assert_allclose(s.per_snapshot["margin"], [[0.5, 0.0], [0.0, 0.5]], atol=1e-6)
     # semantic posterior of the given class: 0.25 and 0.75 in both snapshots
     np.testing.assert_allclose(out["semantic_prob"], [0.25, 0.75], rtol=1e-6)
     # bit losses: s0/snap1 = -log .75, -log .25; s0/snap2 = -log .25 twice;
