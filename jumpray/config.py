@@ -209,7 +209,7 @@ class ScoreConfig(_Strict):
         3, ge=1, description="how many of the last snapshots score each sample"
     )
     formula: Literal["prob", "margin", "semantic", "bitloss", "rule", "blend"] = Field(
-        "blend",
+        "prob",
         description="per-snapshot label score (jumpray.score.decide.SCORE_FORMULAS); "
         "default chosen by measured F1, see decide.py",
     )
@@ -218,7 +218,10 @@ class ScoreConfig(_Strict):
         description="mean of the snapshots' scores, or the fraction of snapshots scoring >= 0.5",
     )
     threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="is_label_issue = label_score < threshold"
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="is_label_issue = label_score < threshold (0.1: measured, see decide.py)",
     )
     confident_prob: float = Field(
         0.8,

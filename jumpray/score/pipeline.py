@@ -276,6 +276,8 @@ class ScoreRun:
         num_quarantined: rows the reader could not use.
         wall_s: seconds from the first block requested to the file renamed.
         samples_per_s: num_rows / wall_s.
+        first_block_s: seconds until the first scored block arrived (actor start-up, weight
+            fetch, first read): the fixed cost inside ``wall_s``.
     """
 
     labels_path: Path
@@ -283,6 +285,7 @@ class ScoreRun:
     num_quarantined: int
     wall_s: float
     samples_per_s: float
+    first_block_s: float = 0.0
 
 
 def _blocks(ds) -> Iterator[dict[str, np.ndarray]]:
@@ -319,7 +322,7 @@ def score_shards(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     schema = labels_schema(source.info.has_clean_labels)
-    rows = 0
+    rows, first = 0, None
     start = time.perf_counter()
     log.info(
         "scoring %s with snapshots of epochs %s: %d actor(s) x %g CPU%s, batch %d, %s/%s",
@@ -338,6 +341,8 @@ def score_shards(
                 n = len(batch["idx"])
                 if not n:
                     continue
+                if first is None:
+                    first = time.perf_counter() - start
                 writer.write_table(_to_table(batch, schema))
                 if stats is not None:
                     stats.update(batch)
@@ -349,7 +354,7 @@ def score_shards(
         raise
     wall = time.perf_counter() - start
     log.info("scored %d samples in %.1f s (%.0f/s) -> %s", rows, wall, rows / max(wall, 1e-9), path)
-    return ScoreRun(path, rows, num_quarantined, wall, rows / max(wall, 1e-9))
+    return ScoreRun(path, rows, num_quarantined, wall, rows / max(wall, 1e-9), first or 0.0)
 
 
 def evaluate_accuracy(source: ShardSource, snaps: SnapshotSet, cfg: RunConfig) -> float:
