@@ -1,0 +1,373 @@
+"""One (method, noise) run of ``jumpray bench``, alone in a fresh process.
+
+Run as ``python -m jumpray.jobs._bench_worker '<json spec>'``; it prints exactly one JSON line (the
+result row) on stdout, and its progress log on stderr. A fresh process per run is what makes the
+CPU peak-memory figure comparable between methods: the peak anonymous resident memory during
+training is measured above this process's own idle baseline (imports done, data loaded, torch's
+runtime warmed up: :func:`warm_runtime`), so no run inherits another's allocator state. On a GPU the figure is ``torch.cuda.max_memory_allocated`` instead.
+
+Spec keys: ``method`` (``jumpteaching``, ``ce``, ``coteaching``, ``jocor`` or ``cleanlab``),
+``noise`` (SPEC, for the row), ``data`` (the ``.npz`` written by the bench), ``config`` (a resolved
+:class:`~jumpray.config.RunConfig` as a dict), ``device``, ``folds`` (cleanlab's K).
+
+What "kept" means, for every method alike: a sample is kept when its gradient counted at its visit
+in the last epoch (``StepOutput.selected``). Detection of wrong labels is ``is_issue = ~kept``
+against ``given_label != clean_label`` (:func:`jumpray.core.detection_metrics`). cleanlab's flags
+are its ``find_label_issues`` mask over K-fold out-of-sample predicted probabilities (Northcutt et
+al., JAIR 2021); its test accuracy is that of a model retrained on the samples it keeps (the
+``CleanLearning`` recipe), and its wall time includes the K trainings, the search and the retrain.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from jumpray.config import RunConfig
+from jumpray.core import detection_metrics, selection_metrics
+from jumpray.data.augment import Augmenter, make_augmenter
+from jumpray.log import get_logger, setup_logging
+from jumpray.models import build_model
+from jumpray.train.local import ArraySet, LocalResult, iter_batches, run_local
+from jumpray.train.loop import evaluate
+from jumpray.train.methods import Batch, Method, StepOutput
+
+__all__ = [
+    "main",
+    "run_spec",
+    "load_arrays",
+    "PeakMemory",
+    "KeptRecorder",
+    "anonymous_rss",
+    "warm_runtime",
+]
+
+log = get_logger(__name__)
+
+NUM_CLASSES = 10
+SELECTING = ("jumpteaching", "coteaching", "jocor")
+
+
+def load_arrays(path: str | Path) -> tuple[ArraySet, ArraySet, float]:
+    """Read the bench's ``.npz`` data file.
+
+    Returns:
+        (train with given and clean labels, clean test set, realized noise rate).
+    """
+    with np.load(path) as z:
+        n = len(z["given_label"])
+        train = ArraySet(
+            image=torch.from_numpy(z["image"]),
+            given_label=torch.from_numpy(z["given_label"]),
+            idx=torch.arange(n),
+            clean_label=torch.from_numpy(z["clean_label"]),
+        )
+        test = ArraySet(
+            image=torch.from_numpy(z["test_image"]),
+            given_label=torch.from_numpy(z["test_label"]),
+            idx=torch.arange(len(z["test_label"])),
+        )
+        return train, test, float(z["realized_rate"])
+
+
+class PeakMemory:
+    """Peak memory of the training part of this process, above its idle baseline, in MiB.
+
+    CPU: the process's *anonymous* resident memory (``RssAnon``: heap, tensors, stacks), sampled
+    every ``interval_s`` by a thread. File-backed pages are left out on purpose: they are
+    mostly libtorch's code, paged in as kernels first run, the same for every method and no
+    part of what a method needs. GPU: ``torch.cuda.max_memory_allocated`` after a reset.
+    """
+
+    def __init__(self, device: torch.device, *, interval_s: float = 0.01):
+        self.device = device
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.baseline = self.peak = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+            return self
+        self.baseline = self.peak = anonymous_rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, anonymous_rss())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+            return
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self.peak = max(self.peak, anonymous_rss())
+
+    @property
+    def above_baseline_mb(self) -> float:
+        return max(self.peak - self.baseline, 0) / 2**20
+
+
+def anonymous_rss() -> int:
+    """Resident anonymous memory of this process in bytes (Linux ``RssAnon``; else all RSS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return psutil.Process().memory_info().rss
+
+
+def warm_runtime(cfg: RunConfig, data: ArraySet, *, device: torch.device) -> None:
+    """Two SGD steps of a throwaway network on two images, before the baseline is taken.
+
+    The first backward of a process sets up torch's CPU runtime (thread pools, oneDNN caches,
+    allocator arenas: about 90 MB here, the same for every method). Counting it would be like
+    counting the CUDA context on a GPU, so it goes into the idle baseline instead.
+    """
+    net = build_model(
+        backbone=cfg.model.backbone,
+        num_classes=NUM_CLASSES,
+        num_bits=0,
+        in_channels=int(data.image.shape[1]),
+    ).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x = _augmenter(cfg, data).test(data.image[:2].to(device))
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
+        net(x)[0].sum().backward()
+        opt.step()
+    del net, opt, x
+    gc.collect()
+
+
+class KeptRecorder:
+    """Per ``idx``: did the sample's gradient count at its latest visit? (N,) bool.
+
+    :func:`~jumpray.train.local.run_local` builds its method inside; :meth:`install` (called from
+    its ``on_epoch`` hook after epoch 0) wraps that method's ``train_step`` so that every later
+    step records ``StepOutput.selected``. Every sample is visited every epoch, so after the run
+    the table holds the last epoch's decisions.
+    """
+
+    def __init__(self, num_samples: int):
+        self.kept = torch.zeros(num_samples, dtype=torch.bool)
+        self.installed = False
+
+    def install(self, method: Method) -> None:
+        if self.installed:
+            return
+        step: Callable[..., StepOutput] = method.train_step
+
+        def recording_step(batch: Batch, *, epoch: int) -> StepOutput:
+            out = step(batch, epoch=epoch)
+            if not batch.dummy:
+                self.kept[batch.idx.cpu()] = out.selected.detach().cpu()
+            return out
+
+        method.train_step = recording_step  # type: ignore[method-assign]
+        self.installed = True
+
+
+def _augmenter(cfg: RunConfig, data: ArraySet) -> Augmenter:
+    """The same views :func:`run_local` makes (its defaults), for prediction and test accuracy."""
+    channels, size = int(data.image.shape[1]), int(data.image.shape[-1])
+    return make_augmenter(
+        image_size=cfg.data.image_size or size,
+        channels=channels,
+        mean=cfg.data.mean or [0.5] * channels,
+        std=cfg.data.std or [0.5] * channels,
+        recipe=cfg.data.augment,
+        strong_magnitude=cfg.data.strong_magnitude,
+    )
+
+
+def _throughput(histories: list[list[dict[str, float]]]) -> float:
+    """Training samples/s over the epochs after the first of each training (no evaluation)."""
+    samples = seconds = 0.0
+    for history in histories:
+        for h in history[1:] or history:
+            samples += h["num_samples"]
+            seconds += h["train_time_s"]
+    return samples / max(seconds, 1e-9)
+
+
+@torch.no_grad()
+def _predict_probs(
+    model: torch.nn.Module, data: ArraySet, *, aug: Augmenter, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """(N, C) float32 softmax of the classifier head on the test view of ``data``."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for image, *_ in iter_batches(data, batch_size=batch_size):
+        logits, _ = model(aug.test(image.to(device)).float())
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def _subset(data: ArraySet, rows: np.ndarray | torch.Tensor) -> ArraySet:
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    clean = data.clean_label[rows] if data.clean_label is not None else None
+    return ArraySet(data.image[rows], data.given_label[rows], data.idx[rows], clean)
+
+
+def _train_selecting(
+    cfg: RunConfig, train: ArraySet, *, noise_rate: float, device: torch.device
+) -> tuple[LocalResult, torch.Tensor, dict[str, Any]]:
+    """One of the four methods; returns the result, the (N,) kept mask and extra row fields."""
+    if cfg.train.epochs < 2:
+        raise ValueError("the bench needs train.epochs >= 2 (the kept set is read from the last)")
+    recorder = KeptRecorder(len(train))
+    result = run_local(
+        cfg,
+        train,
+        None,
+        num_classes=NUM_CLASSES,
+        noise_rate=noise_rate,
+        device=device,
+        on_epoch=lambda epoch, metrics, method: recorder.install(method),
+    )
+    return result, recorder.kept, {"samples_per_s": _throughput([result.history])}
+
+
+def _train_cleanlab(
+    cfg: RunConfig, train: ArraySet, *, folds: int, device: torch.device
+) -> tuple[LocalResult, torch.Tensor, dict[str, Any]]:
+    """K-fold out-of-sample probabilities, ``find_label_issues``, then a retrain on the kept."""
+    from cleanlab.filter import find_label_issues
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = train.given_label.numpy()
+    probs = np.zeros((len(train), NUM_CLASSES), dtype=np.float32)
+    aug = _augmenter(cfg, train)
+    histories = []
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+    for k, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        log.info("cleanlab: fold %d/%d, training on %d samples", k + 1, folds, len(fit_rows))
+        fold = run_local(
+            cfg, _subset(train, fit_rows), None, num_classes=NUM_CLASSES, device=device
+        )
+        histories.append(fold.history)
+        probs[held_rows] = _predict_probs(
+            fold.method.eval_model(),
+            _subset(train, held_rows),
+            aug=aug,
+            batch_size=cfg.train.batch_size,
+            device=device,
+        )
+    # n_jobs=1: the bench owns the cores; cleanlab's default forks one process per core.
+    is_issue = find_label_issues(labels, probs, n_jobs=1)
+    kept = torch.from_numpy(~is_issue)
+    log.info("cleanlab: %d label issues; retraining on the %d kept", is_issue.sum(), kept.sum())
+    final = run_local(
+        cfg,
+        _subset(train, torch.nonzero(kept).flatten()),
+        None,
+        num_classes=NUM_CLASSES,
+        device=device,
+    )
+    histories.append(final.history)
+    extra = {"samples_per_s": _throughput(histories), "folds": folds}
+    return final, kept, extra
+
+
+def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one (method, noise) and return its bench row (see the module docstring)."""
+    cfg = RunConfig.model_validate(spec["config"])
+    device = torch.device(spec.get("device") or "cpu")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    train, test, noise_rate = load_arrays(spec["data"])
+    method = spec["method"]
+    if method == "cleanlab":
+        # Imported before the baseline is taken: library imports are not training memory.
+        import cleanlab.filter  # noqa: F401
+        import sklearn.model_selection  # noqa: F401
+    warm_runtime(cfg, train, device=device)
+    with PeakMemory(device) as mem:
+        t0 = time.perf_counter()
+        if method == "cleanlab":
+            result, kept, extra = _train_cleanlab(
+                cfg, train, folds=int(spec.get("folds", 3)), device=device
+            )
+        else:
+            result, kept, extra = _train_selecting(cfg, train, noise_rate=noise_rate, device=device)
+        wall_s = time.perf_counter() - t0
+    aug = _augmenter(cfg, train)
+    ev = evaluate(
+        result.method.eval_model(),
+        iter_batches(test, batch_size=cfg.train.eval_batch_size),
+        device=device,
+        test_view=aug.test,
+    )
+    row = {
+        "method": method,
+        "noise": spec["noise"],
+        "test_accuracy": ev["accuracy"],
+        **_detection_fields(method, kept, train),
+        "samples_per_s": extra.pop("samples_per_s"),
+        "peak_memory_mb": mem.above_baseline_mb,
+        "wall_s": wall_s,
+        "realized_noise_rate": noise_rate,
+        "num_train": len(train),
+        "num_test": len(test),
+        "epochs": cfg.train.epochs,
+        "torch_threads": torch.get_num_threads(),
+        "baseline_memory_mb": mem.baseline / 2**20,
+        **extra,
+    }
+    return row
+
+
+def _detection_fields(method: str, kept: torch.Tensor, train: ArraySet) -> dict[str, Any]:
+    """Detection precision/recall/F1 of ``~kept`` and the clean fraction of the kept samples."""
+    assert train.clean_label is not None
+    sel = selection_metrics(kept, train.given_label, train.clean_label)
+    fields: dict[str, Any] = {
+        "selection_precision": sel["precision"],
+        "kept_fraction": sel["selected_fraction"],
+    }
+    if method in SELECTING or method == "cleanlab":
+        det = detection_metrics(~kept, train.given_label, train.clean_label)
+        return fields | {k: det[k] for k in ("precision", "recall", "f1")}
+    # CE keeps every sample: it flags nothing, so detection is undefined, not zero.
+    return fields | {"precision": None, "recall": None, "f1": None, "note": "keeps all samples"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one JSON spec argument in, one JSON row line out."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m jumpray.jobs._bench_worker '<json spec>'\n")
+        return 2
+    setup_logging()
+    row = run_spec(json.loads(argv[0]))
+    sys.stdout.write(json.dumps(row) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
