@@ -193,7 +193,12 @@ def plot_gallery(
     cols = min(columns, n)
     lines = math.ceil(n / cols)
     fig, axes = plt.subplots(
-        lines, cols, figsize=(2.1 * cols, 2.45 * lines), dpi=100, squeeze=False
+        lines,
+        cols,
+        figsize=(2.0 * cols, 2.6 * lines + 0.4),
+        dpi=100,
+        squeeze=False,
+        layout="constrained",
     )
     for ax in axes.flat:
         ax.axis("off")
@@ -210,7 +215,6 @@ def plot_gallery(
             fontsize=8,
         )
     fig.suptitle("most suspicious labels (lowest label_score first)", fontsize=11)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / (2.45 * lines)))
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
