@@ -1,0 +1,79 @@
+"""``jumpray bench --profile tiny`` end to end: every method trains, bench.json keeps CONTRACT §4.
+
+Real Fashion-MNIST (1000 samples, sym:0.4, 3 epochs), one fresh process per method, cleanlab with
+2 folds; a few minutes on the shared 2-core box, hence ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jumpray.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+METHODS = {"ce", "coteaching", "jocor", "jumpteaching", "cleanlab"}
+ROW_KEYS = {
+    "method",
+    "noise",
+    "test_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "samples_per_s",
+    "peak_memory_mb",
+    "wall_s",
+}
+
+
+@pytest.fixture(scope="module")
+def bench_out(fashion_mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    assert main(["bench", "--profile", "tiny", "--out", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+def test_bench_json_keeps_the_contract(bench_out):
+    report = json.loads((bench_out / "bench.json").read_text())
+    assert report["profile"] == "tiny" and report["device"] == "cpu"
+    rows = report["rows"]
+    assert {(r["method"], r["noise"]) for r in rows} == {(m, "sym:0.4") for m in METHODS}
+    for row in rows:
+        assert set(row) >= ROW_KEYS, row["method"]
+        assert row["samples_per_s"] > 0 and row["wall_s"] > 0 and row["peak_memory_mb"] >= 0
+        assert row["num_train"] == 1000 and row["epochs"] == 3
+        assert row["realized_noise_rate"] == pytest.approx(0.4, abs=1e-3)
+        assert 0.0 <= row["selection_precision"] <= 1.0
+        if row["method"] == "ce":  # keeps every sample: flags nothing
+            assert row["f1"] is None and row["selection_precision"] == pytest.approx(0.6, abs=1e-3)
+        else:
+            assert 0.0 < row["f1"] <= 1.0 and 0.0 < row["recall"] <= 1.0, row["method"]
+    # ratios: JT over each of the 4 others; the six goals, each with a verdict
+    assert {x["other"] for x in report["ratios"]} == METHODS - {"jumpteaching"}
+    assert len(report["goals"]) == 6
+    assert all(g["met"] in (True, False) for g in report["goals"])
+
+
+def test_every_method_trained_above_chance(bench_out):
+    rows = json.loads((bench_out / "bench.json").read_text())["rows"]
+    accuracy = {r["method"]: r["test_accuracy"] for r in rows}
+    assert all(a > 0.1 for a in accuracy.values()), accuracy  # 10 classes: chance is 0.1
+
+
+def test_selecting_methods_keep_cleaner_samples_than_the_data(bench_out):
+    rows = json.loads((bench_out / "bench.json").read_text())["rows"]
+    for row in rows:
+        if row["method"] != "ce":
+            assert row["selection_precision"] > 0.6, row  # the data is 60 % clean
+
+
+def test_markdown_and_plot_are_written(bench_out):
+    md = (bench_out / "bench.md").read_text()
+    assert md.startswith("# jumpray bench: tiny profile")
+    for label in ("Jump-teaching", "CE", "Co-teaching", "JoCoR", "cleanlab"):
+        assert f"| sym:0.4 | {label}" in md or f"| sym:0.4 | **{label}**" in md
+    assert (bench_out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    # only the three outputs: the temporary data folder is gone
+    assert sorted(p.name for p in bench_out.iterdir()) == ["bench.json", "bench.md", "bench.png"]

@@ -1,0 +1,113 @@
+"""The bench worker's measuring parts and the bench's configuration, without training."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+import torch
+
+from jumpray.errors import ConfigError
+from jumpray.jobs import bench
+from jumpray.jobs._bench_worker import KeptRecorder, PeakMemory, _detection_fields
+from jumpray.train.local import ArraySet
+from jumpray.train.methods import Batch, StepOutput
+
+
+class _FakeMethod:
+    """Keeps the samples whose idx is even in epoch 1, odd ones in epoch 2."""
+
+    def train_step(self, batch: Batch, *, epoch: int) -> StepOutput:
+        return StepOutput(0.0, (batch.idx % 2) == int(epoch % 2 == 0))
+
+
+def _batch(idx, dummy=False):
+    idx = torch.tensor(idx)
+    return Batch(torch.zeros(len(idx), 1, 2, 2), idx % 3, idx, dummy=dummy)
+
+
+def test_kept_recorder_holds_the_last_visit_of_each_sample():
+    method = _FakeMethod()
+    rec = KeptRecorder(6)
+    method.train_step(_batch([0, 1, 2]), epoch=0)  # before install: not recorded
+    assert not rec.kept.any()
+    rec.install(method)
+    rec.install(method)  # idempotent: wrapping twice would still record once
+    for idx in ([0, 1, 2], [3, 4, 5]):
+        method.train_step(_batch(idx), epoch=1)  # kept = idx even
+    assert rec.kept.tolist() == [True, False, True, False, True, False]
+    method.train_step(_batch([5, 4, 3, 2, 1, 0]), epoch=2)  # kept = idx odd, any order
+    method.train_step(_batch([1, 3], dummy=True), epoch=1)  # a dummy step records nothing
+    assert rec.kept.tolist() == [False, True, False, True, False, True]
+
+
+def test_peak_memory_sees_a_tensor_allocated_and_freed_inside():
+    with PeakMemory(torch.device("cpu"), interval_s=0.005) as mem:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        time.sleep(0.05)  # let the sampler see it
+        del x
+    assert 60 <= mem.above_baseline_mb <= 64 + 40
+
+
+def test_detection_fields_flag_the_samples_not_kept():
+    given = torch.tensor([0, 1, 2, 3, 4, 5])
+    clean = torch.tensor([0, 1, 2, 0, 0, 5])  # idx 3 and 4 are wrong labels
+    train = ArraySet(torch.zeros(6, 1, 2, 2, dtype=torch.uint8), given, torch.arange(6), clean)
+    kept = torch.tensor([True, True, False, False, True, True])
+    f = _detection_fields("jumpteaching", kept, train)
+    # flagged {2, 3}: one of them wrong -> P 1/2; wrong {3, 4}: one flagged -> R 1/2
+    assert f["precision"] == pytest.approx(0.5) and f["recall"] == pytest.approx(0.5)
+    assert f["f1"] == pytest.approx(0.5)
+    assert f["selection_precision"] == pytest.approx(3 / 4)  # kept {0, 1, 4, 5}: 4 is wrong
+    assert f["kept_fraction"] == pytest.approx(4 / 6)
+    ce = _detection_fields("ce", torch.ones(6, dtype=torch.bool), train)
+    assert ce["f1"] is None and ce["precision"] is None and ce["selection_precision"] == 4 / 6
+
+
+def test_configs_differ_only_in_the_method_and_take_overrides():
+    cfgs = bench.bench_configs(
+        "quick", list(bench.METHODS), overrides=["train.lr=0.02", "seed=3"], threads=2
+    )
+    assert {n: c.method.name for n, c in cfgs.items()} == {
+        "jumpteaching": "jumpteaching",
+        "ce": "ce",
+        "coteaching": "coteaching",
+        "jocor": "jocor",
+        "cleanlab": "ce",
+    }
+    dumps = []
+    for cfg in cfgs.values():
+        d = cfg.model_dump()
+        d["method"].pop("name")
+        dumps.append(d)
+    assert all(d == dumps[0] for d in dumps)
+    cfg = cfgs["jumpteaching"]
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.seed) == (6, 128, 0.02, 3)
+    assert cfg.train.num_threads == 2
+    assert cfg.jump.warmup_epochs == cfg.method.num_gradual == 2
+    # the user cannot make the runs differ by method name
+    assert (
+        bench.bench_configs("tiny", ["ce"], overrides=["method.name=jocor"])["ce"].method.name
+        == "ce"
+    )
+
+
+def test_bad_method_names_and_a_missing_cleanlab_are_config_errors(monkeypatch):
+    with pytest.raises(ConfigError, match="unknown.*choose from jumpteaching, ce"):
+        bench._parse_methods("jumpteaching,dividemix")
+    assert bench._parse_methods("cleanlab,ce,jumpteaching") == ["jumpteaching", "ce", "cleanlab"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        bench.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "cleanlab" else real(name, *a),
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'jumpray\[bench\]'"):
+        bench._parse_methods("jumpteaching,cleanlab")
+    assert bench._parse_methods("jumpteaching,ce") == ["jumpteaching", "ce"]
+
+
+def test_fewer_than_two_epochs_is_refused():
+    with pytest.raises(ConfigError, match="at least 2"):
+        bench.bench_configs("tiny", ["ce"], overrides=["train.epochs=1"])
