@@ -11,7 +11,7 @@ One run does:
    :func:`jumpray.score.pipeline.score_shards` (the same code as ``jumpray score``: read tasks ->
    ``ScoreActor`` pool -> labels.parquet streamed by the driver) with a tiny network (``cnn28`` at
    8x8, random weights, R = ``--snapshots``), and samples the memory of the whole process tree
-   (driver + Ray daemons + workers, via psutil, every 0.5 s): the sum of RSS and the sum of PSS
+   (driver + Ray daemons + workers, via psutil, every second): the sum of RSS and the sum of PSS
    (RSS counts the shared object-store pages once per process that maps them; PSS splits them);
 3. scores the smallest size again with a plain single-process loop (``iter_plain`` + the same
    :class:`~jumpray.score.scorer.Scorer`, torch with 1 thread) for samples/s on the same shards.
@@ -19,6 +19,28 @@ One run does:
 Output: ``--out`` JSON and a short table. Run it on a quiet machine::
 
     python benchmarks/score_scale.py --work /tmp/jumpray-scale --out score-scale.json
+
+Measured (one run, 2 cores shared with other jobs, load average 4-5; 8x8 gray PNGs, cnn28, R = 1,
+2 actors x 0.5 CPU, batch 1024; 1M samples = 100 tars, 3.1 GB, written in 2 min):
+
+============================  ==============  ==============
+                              100,000         1,000,000
+============================  ==============  ==============
+wall (scan + score + write)   16.3 s          96.0 s
+of which the metadata scan    1.8 s           13.8 s
+first scored block after      8.8 s           7.1 s
+samples/s, end to end         6,155           10,416
+samples/s, after 1st block    17,460          13,319
+peak memory, sum of PSS       2,521 MiB       2,674 MiB  (x 1.06)
+peak memory, sum of RSS       4,478 MiB       4,609 MiB  (x 1.03)
+idle Ray (PSS), included      1,129 MiB       1,204 MiB
+plain loop, 1 process         5,726 /s        (not run)
+============================  ==============  ==============
+
+Time grows linearly once the fixed start-up (actors, weights, first read: about 8 s) is out:
+7.5 s -> 88.9 s for 10x the samples; memory stays flat (+6 % PSS for 10x the samples: the
+driver's per-sample metadata scan, about 100 bytes a sample). The actor pool matched the plain
+single-process loop at 100k including its start-up (1.07x) and ran 1.8x its rate at 1M.
 """
 
 from __future__ import annotations
@@ -59,7 +81,7 @@ def _tree_memory() -> tuple[float, float]:
 class MemorySampler:
     """Samples :func:`_tree_memory` every ``every_s`` in a thread; keeps the peaks."""
 
-    def __init__(self, every_s: float = 0.5):
+    def __init__(self, every_s: float = 1.0):
         self.every_s = every_s
         self.peak_rss = self.peak_pss = 0.0
         self.samples = 0
