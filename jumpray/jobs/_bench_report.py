@@ -136,6 +136,16 @@ def check_goals(
     return results
 
 
+def _load_line(rows: Sequence[dict[str, Any]]) -> str:
+    loads = [x for r in rows for x in (r.get("load_average") or []) if x is not None]
+    if not loads:
+        return "Machine load during the runs: not recorded."
+    return (
+        f"1-minute load average at the runs' starts and ends: {min(loads):.1f} to {max(loads):.1f}"
+        " (timings taken while other work ran are slower; ratios within a setting are adjacent runs)."
+    )
+
+
 def _fmt(value: Any, spec: str, *, suffix: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{suffix}"
 
@@ -149,6 +159,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         "",
         f"{report['date']} · {m['cpu']} · {m['cpu_count']} CPUs · torch {m['torch']}, "
         f"{m['torch_threads']} threads · device {report['device']} · total {report['total_wall_s'] / 60:.1f} min",
+        "",
+        _load_line(report["rows"]),
         "",
         f"Fashion-MNIST, first {s['num_train']} training samples, {s['num_test']} test samples; "
         f"backbone {s['backbone']}, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']}, "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import threading
 import time
@@ -306,6 +307,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         import cleanlab.filter  # noqa: F401
         import sklearn.model_selection  # noqa: F401
     warm_runtime(cfg, train, device=device)
+    load_before = _load_average()
     with PeakMemory(device) as mem:
         t0 = time.perf_counter()
         if method == "cleanlab":
@@ -336,9 +338,19 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "epochs": cfg.train.epochs,
         "torch_threads": torch.get_num_threads(),
         "baseline_memory_mb": mem.baseline / 2**20,
+        # The machine's 1-minute load average around the run: timings taken while other work
+        # ran are slower, and the reader should be able to see that.
+        "load_average": [load_before, _load_average()],
         **extra,
     }
     return row
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return None
 
 
 def _detection_fields(method: str, kept: torch.Tensor, train: ArraySet) -> dict[str, Any]:
@@ -356,12 +368,25 @@ def _detection_fields(method: str, kept: torch.Tensor, train: ArraySet) -> dict[
     return fields | {"precision": None, "recall": None, "f1": None, "note": "keeps all samples"}
 
 
+def _exit_with_parent() -> None:
+    """Stop when the bench that started this process dies (killed, not just interrupted)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one JSON spec argument in, one JSON row line out."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.stderr.write("usage: python -m jumpray.jobs._bench_worker '<json spec>'\n")
         return 2
+    _exit_with_parent()
     setup_logging()
     row = run_spec(json.loads(argv[0]))
     sys.stdout.write(json.dumps(row) + "\n")
