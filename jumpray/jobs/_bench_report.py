@@ -137,13 +137,19 @@ def check_goals(
 
 
 def _load_line(rows: Sequence[dict[str, Any]]) -> str:
+    others = [r["other_cpu_cores"] for r in rows if r.get("other_cpu_cores") is not None]
     loads = [x for r in rows for x in (r.get("load_average") or []) if x is not None]
-    if not loads:
-        return "Machine load during the runs: not recorded."
-    return (
-        f"1-minute load average at the runs' starts and ends: {min(loads):.1f} to {max(loads):.1f}"
-        " (timings taken while other work ran are slower; ratios within a setting are adjacent runs)."
-    )
+    parts = []
+    if others:
+        parts.append(
+            f"Other programs kept {min(others):.2f} to {max(others):.2f} cores busy during the runs"
+            " (`other_cpu_cores` per row in bench.json; timings taken beside other work read low)"
+        )
+    if loads:
+        parts.append(
+            f"1-minute load average at the runs' starts and ends: {min(loads):.1f} to {max(loads):.1f}"
+        )
+    return ". ".join(parts) + "." if parts else "Machine load during the runs: not recorded."
 
 
 def _fmt(value: Any, spec: str, *, suffix: str = "") -> str:

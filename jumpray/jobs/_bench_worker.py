@@ -51,6 +51,7 @@ __all__ = [
     "KeptRecorder",
     "anonymous_rss",
     "warm_runtime",
+    "OtherCpu",
 ]
 
 log = get_logger(__name__)
@@ -308,6 +309,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         import sklearn.model_selection  # noqa: F401
     warm_runtime(cfg, train, device=device)
     load_before = _load_average()
+    others = OtherCpu()
     with PeakMemory(device) as mem:
         t0 = time.perf_counter()
         if method == "cleanlab":
@@ -341,9 +343,40 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         # The machine's 1-minute load average around the run: timings taken while other work
         # ran are slower, and the reader should be able to see that.
         "load_average": [load_before, _load_average()],
+        "other_cpu_cores": others.cores(),
         **extra,
     }
     return row
+
+
+class OtherCpu:
+    """How many cores other processes kept busy, on average, since this object was made.
+
+    System-wide busy CPU time minus this process's own, over the wall time: 0.0 on an idle
+    machine; 1.0 means another program used a whole core the whole time (timings then read low).
+    """
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+        self._busy0 = _system_busy_s()
+        self._own0 = _own_cpu_s()
+
+    def cores(self) -> float:
+        wall = time.perf_counter() - self._t0
+        other = (_system_busy_s() - self._busy0) - (_own_cpu_s() - self._own0)
+        return round(max(other, 0.0) / max(wall, 1e-9), 2)
+
+
+def _system_busy_s() -> float:
+    t = psutil.cpu_times()._asdict()
+    # guest time is already inside user time on Linux; iowait is idle waiting.
+    skip = ("idle", "iowait", "guest", "guest_nice")
+    return sum(v for k, v in t.items() if k not in skip)
+
+
+def _own_cpu_s() -> float:
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
 
 
 def _load_average() -> float | None:

@@ -106,6 +106,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per run (default: CPU count)"
     )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="on a shared machine: before each run, wait up to S seconds until other programs "
+        "use less than half a core (default 0: start at once)",
+    )
     add_config_arguments(parser)
 
 
@@ -238,6 +246,7 @@ def run_bench(
     device: str,
     threads: int,
     folds: int,
+    wait_idle: float = 0.0,
 ) -> dict[str, Any]:
     """Run every (noise, method) of ``profile`` and write bench.json / bench.md / bench.png.
 
@@ -282,6 +291,8 @@ def run_bench(
                     "device": device,
                     "folds": folds,
                 }
+                if wait_idle > 0:
+                    _wait_for_idle(wait_idle)
                 log.info("bench: %s on %s", name, noise)
                 try:
                     row = run_worker(spec, threads=threads)
@@ -293,6 +304,25 @@ def run_bench(
             _finish(report, out, t0, plot=False)  # partial results survive a later failure
     _finish(report, out, t0, plot=True)
     return report
+
+
+def _wait_for_idle(limit_s: float, *, max_busy_cores: float = 0.5) -> None:
+    """Wait (up to ``limit_s``) until other programs keep fewer than ``max_busy_cores`` busy.
+
+    Between runs the bench itself is idle, so the system-wide CPU use over 2 s is other work.
+    """
+    import psutil
+
+    start = time.perf_counter()
+    while True:
+        busy = psutil.cpu_percent(interval=2.0) / 100 * (os.cpu_count() or 1)
+        waited = time.perf_counter() - start
+        if busy < max_busy_cores or waited >= limit_s:
+            if waited > 3:
+                log.info(
+                    "bench: waited %.0f s for the machine (others use %.1f cores)", waited, busy
+                )
+            return
 
 
 def _log_row(row: dict[str, Any]) -> None:
@@ -338,6 +368,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         threads=threads,
         folds=folds,
+        wait_idle=args.wait_idle,
     )
     print(format_markdown(report))
     print(f"bench: {args.out / 'bench.json'}, {args.out / 'bench.md'}, {args.out / 'bench.png'}")

@@ -21,6 +21,7 @@ def _row(method, noise, acc, f1, sps, mem, wall):
         "peak_memory_mb": mem,
         "wall_s": wall,
         "load_average": [0.5, 2.0] if method == "jocor" else [1.0, None],
+        "other_cpu_cores": 0.25 if method == "ce" else 0.0,
     }
 
 
@@ -129,6 +130,7 @@ def test_markdown_has_one_line_per_row_with_ratios_and_the_failures(tmp_path):
     assert "| pairflip:0.45 | Co-teaching | failed: worker exited with 1 |" in md
     assert "2026-01-01 00:00 UTC" in md and "Test CPU" in md
     assert "load average at the runs' starts and ends: 0.5 to 2.0" in md
+    assert "Other programs kept 0.00 to 0.25 cores busy" in md
     assert "JT test accuracy >= the best baseline's, every setting: **missed**" in md
 
 
