@@ -20,9 +20,12 @@ __all__ = [
     "plot_report",
     "write_atomic",
     "GOALS",
+    "DISTURBED_CORES",
 ]
 
 JT = "jumpteaching"
+# A run during which other programs kept more cores than this busy has disturbed timings.
+DISTURBED_CORES = 0.3
 TWO_NET = ("coteaching", "jocor")
 LABELS = {
     "jumpteaching": "Jump-teaching",
@@ -152,6 +155,10 @@ def _load_line(rows: Sequence[dict[str, Any]]) -> str:
     return ". ".join(parts) + "." if parts else "Machine load during the runs: not recorded."
 
 
+def _disturbed_mark(row: dict[str, Any]) -> str:
+    return "\\*" if (row.get("other_cpu_cores") or 0.0) > DISTURBED_CORES else ""
+
+
 def _fmt(value: Any, spec: str, *, suffix: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{suffix}"
 
@@ -193,7 +200,7 @@ def format_markdown(report: dict[str, Any]) -> str:
                     _fmt(row["recall"], ".3f"),
                     _fmt(row["f1"], ".3f"),
                     _fmt(row["selection_precision"], ".3f"),
-                    _fmt(row["samples_per_s"], ".0f"),
+                    _fmt(row["samples_per_s"], ".0f") + _disturbed_mark(row),
                     _fmt(row["peak_memory_mb"], ".0f"),
                     _fmt(row["wall_s"], ".0f"),
                     _fmt(x.get("throughput"), ".2f"),
@@ -203,6 +210,12 @@ def format_markdown(report: dict[str, Any]) -> str:
             )
             + " |"
         )
+    if any(_disturbed_mark(r) for r in report["rows"]):
+        lines += [
+            "",
+            f"\\* other programs kept more than {DISTURBED_CORES} cores busy during this run "
+            "(`other_cpu_cores`): its timings read low.",
+        ]
     lines += ["", "Goals (issue #7):", ""]
     for g in report["goals"]:
         verdict = {True: "met", False: "**missed**", None: "not measured"}[g["met"]]

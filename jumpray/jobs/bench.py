@@ -36,6 +36,7 @@ import torch
 from jumpray.config import RunConfig, load_config
 from jumpray.errors import ConfigError, JumprayError
 from jumpray.jobs._bench_report import (
+    DISTURBED_CORES,
     check_goals,
     compute_ratios,
     format_markdown,
@@ -73,7 +74,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "warmup_epochs": 2,
         "folds": 3,
     },
-    "full": {  # the whole training set; about 10 hours on 2 cores (see README), minutes on a GPU
+    # the whole training set: 7.5x the samples, 3.3x the epochs, 4/3 the settings of quick, so
+    # about 33x its training work: about 8 hours on the 2-core box (quick: about 14.5 minutes)
+    "full": {
         "limit": None,
         "test_limit": None,
         "noises": ("sym:0.4", "pairflip:0.45", "instance:0.4", "sym:0.8"),
@@ -112,7 +115,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="S",
         help="on a shared machine: before each run, wait up to S seconds until other programs "
-        "use less than half a core (default 0: start at once)",
+        f"keep fewer than {DISTURBED_CORES} cores busy (default 0: start at once)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="on a shared machine: run a (method, noise) again, up to N times, when other "
+        f"programs kept more than {DISTURBED_CORES} cores busy during it (timings only change)",
     )
     add_config_arguments(parser)
 
@@ -247,6 +258,7 @@ def run_bench(
     threads: int,
     folds: int,
     wait_idle: float = 0.0,
+    retries: int = 0,
 ) -> dict[str, Any]:
     """Run every (noise, method) of ``profile`` and write bench.json / bench.md / bench.png.
 
@@ -291,11 +303,8 @@ def run_bench(
                     "device": device,
                     "folds": folds,
                 }
-                if wait_idle > 0:
-                    _wait_for_idle(wait_idle)
-                log.info("bench: %s on %s", name, noise)
                 try:
-                    row = run_worker(spec, threads=threads)
+                    row = _measure(spec, threads=threads, wait_idle=wait_idle, retries=retries)
                 except BenchRunError as exc:
                     log.error("bench: %s", exc)
                     row = {"method": name, "noise": noise, "error": str(exc)}
@@ -306,7 +315,37 @@ def run_bench(
     return report
 
 
-def _wait_for_idle(limit_s: float, *, max_busy_cores: float = 0.5) -> None:
+def _measure(
+    spec: dict[str, Any], *, threads: int, wait_idle: float, retries: int
+) -> dict[str, Any]:
+    """One (method, noise); on a shared machine, run it again when other programs disturbed it.
+
+    Seeds are fixed, so an attempt differs from another only in its timings: the row whose run
+    saw the least CPU use by other programs is kept, and ``attempts`` says how many ran.
+    """
+    best: dict[str, Any] | None = None
+    for attempt in range(1, retries + 2):
+        if wait_idle > 0:
+            _wait_for_idle(wait_idle)
+        log.info("bench: %s on %s (attempt %d)", spec["method"], spec["noise"], attempt)
+        row = run_worker(spec, threads=threads) | {"attempts": attempt}
+        others = row.get("other_cpu_cores") or 0.0
+        if best is None or others < (best.get("other_cpu_cores") or 0.0):
+            best = row
+        if others <= DISTURBED_CORES:
+            break
+        log.warning(
+            "bench: other programs used %.2f cores during %s on %s%s",
+            others,
+            spec["method"],
+            spec["noise"],
+            "; running it again" if attempt <= retries else "",
+        )
+    assert best is not None
+    return best
+
+
+def _wait_for_idle(limit_s: float, *, max_busy_cores: float = DISTURBED_CORES) -> None:
     """Wait (up to ``limit_s``) until other programs keep fewer than ``max_busy_cores`` busy.
 
     Between runs the bench itself is idle, so the system-wide CPU use over 2 s is other work.
@@ -369,6 +408,7 @@ def run(args: argparse.Namespace) -> int:
         threads=threads,
         folds=folds,
         wait_idle=args.wait_idle,
+        retries=args.retries,
     )
     print(format_markdown(report))
     print(f"bench: {args.out / 'bench.json'}, {args.out / 'bench.md'}, {args.out / 'bench.png'}")

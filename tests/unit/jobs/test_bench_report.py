@@ -21,7 +21,7 @@ def _row(method, noise, acc, f1, sps, mem, wall):
         "peak_memory_mb": mem,
         "wall_s": wall,
         "load_average": [0.5, 2.0] if method == "jocor" else [1.0, None],
-        "other_cpu_cores": 0.25 if method == "ce" else 0.0,
+        "other_cpu_cores": {"ce": 0.25, "jocor": 0.5}.get(method, 0.0),
     }
 
 
@@ -130,7 +130,11 @@ def test_markdown_has_one_line_per_row_with_ratios_and_the_failures(tmp_path):
     assert "| pairflip:0.45 | Co-teaching | failed: worker exited with 1 |" in md
     assert "2026-01-01 00:00 UTC" in md and "Test CPU" in md
     assert "load average at the runs' starts and ends: 0.5 to 2.0" in md
-    assert "Other programs kept 0.00 to 0.25 cores busy" in md
+    assert "Other programs kept 0.00 to 0.50 cores busy" in md
+    # JoCoR's run was disturbed (0.5 > 0.3 cores), CE's (0.25) was not
+    jocor = next(ln for ln in table if ln.startswith("| sym:0.4 | JoCoR"))
+    assert "| 400\\* |" in jocor and "| 1000 |" in ce
+    assert "\\* other programs kept more than 0.3 cores busy during this run" in md
     assert "JT test accuracy >= the best baseline's, every setting: **missed**" in md
 
 
