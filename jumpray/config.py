@@ -89,6 +89,15 @@ class SelectionConfig(_Strict):
     code_clamp: float = Field(
         1e-4, gt=0, lt=0.5, description="semantic output clamped to [-1+c, 1-c]"
     )
+    class_floor: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "after each epoch, every given class keeps at least class_floor x the overall "
+            "clean-flag fraction, topped up by p(given label) from the same forward; "
+            "0 = off (the reference)"
+        ),
+    )
 
 
 class ModelConfig(_Strict):

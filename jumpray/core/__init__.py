@@ -39,6 +39,7 @@ from jumpray.core.selection import (
     SELECTION_RULES,
     bit_loss_stats,
     blend_views,
+    class_floor_fill,
     clean_rule,
     draw_blend_lambda,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "clean_rule",
     "draw_blend_lambda",
     "blend_views",
+    "class_floor_fill",
     # flags
     "JumpFlags",
     # noise

@@ -30,6 +30,7 @@ from jumpray.core import (
     JumpFlags,
     bit_losses,
     blend_views,
+    class_floor_fill,
     clean_rule,
     coteaching_masks,
     draw_blend_lambda,
@@ -100,6 +101,13 @@ def epoch_generator(seed: int, *, epoch: int, rank: int = 0, stream: int = 0) ->
 
 def _identity_count(n: int) -> int:
     return n
+
+
+def _given_prob(logits: Tensor, given_label: Tensor, temperature: float) -> Tensor:
+    """(B,) float32 p(given label) = softmax(logits / T)[given], on the CPU, no grad."""
+    with torch.no_grad():
+        prob = torch.softmax(logits.detach().float() / temperature, dim=1)
+        return prob.gather(1, given_label[:, None]).squeeze(1).cpu()
 
 
 class _Base:
@@ -195,6 +203,9 @@ class JumpTeaching(_Base):
         self.codebook = make_codebook(_unwrap(net).num_classes, _unwrap(net).num_bits).to(device)
         self.flags = JumpFlags(num_samples, cfg.jump.interval, initial=False, device="cpu")
         self.generator = torch.Generator().manual_seed(cfg.seed + 7919)
+        # (given_label, p(given)) of each record since the last commit, aligned with the flags'
+        # pending records: the class-floor guard tops starved classes up from them.
+        self._pending_scores: list[tuple[Tensor, Tensor]] = []
 
     def begin_epoch(self, epoch: int, *, rank: int = 0) -> None:
         """Reseed the blend draws from (seed, rank, epoch), so a resumed run draws the same."""
@@ -247,18 +258,43 @@ class JumpTeaching(_Base):
             loss, selected = loss * 0.0, torch.zeros_like(selected)
         else:
             self.flags.record(batch.idx.cpu(), new_flags.cpu())
+            if sel_cfg.class_floor > 0:
+                self._pending_scores.append((y.cpu(), _given_prob(logits, y, sel_cfg.temperature)))
         nothing = self.global_count(int(selected.sum())) == 0
         self._update(loss, self.optimizers[0], skip=nothing)
         return StepOutput(float(loss.detach()), selected)
 
     def end_epoch(self, epoch: int, *, gather: GatherFn | None = None) -> dict[str, float]:
         idx, flags = self.flags.pending()
+        added = self._apply_class_floor(flags)
+        flags = flags | added
         if gather is not None:
             idx, flags = gather(idx, flags)
         self.flags.commit(idx, flags)
         out = super().end_epoch(epoch)
         out["flagged_clean_fraction"] = float(self.flags.current().float().mean())
+        if self.cfg.selection.class_floor > 0:
+            out["class_floor_added_fraction"] = (
+                float(added.float().mean()) if added.numel() else 0.0
+            )
         return out
+
+    def _apply_class_floor(self, flags: Tensor) -> Tensor:
+        """The flags the class-floor guard adds to this rank's records, (M,) bool.
+
+        Each rank tops up its own records before the all-gather, so every rank still commits the
+        same gathered flags; with one worker this is the whole epoch.
+        """
+        scores, self._pending_scores = self._pending_scores, []
+        floor = self.cfg.selection.class_floor
+        if floor <= 0 or not scores or flags.numel() == 0:
+            return torch.zeros_like(flags)
+        given = torch.cat([g for g, _ in scores])
+        prob = torch.cat([p for _, p in scores])
+        filled = class_floor_fill(
+            flags, given, prob, num_classes=self.codebook.shape[0], floor=floor
+        )
+        return filled & ~flags
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

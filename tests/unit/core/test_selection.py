@@ -13,6 +13,7 @@ from jumpray.core import (
     bit_loss_stats,
     bit_losses,
     blend_views,
+    class_floor_fill,
     clean_rule,
     draw_blend_lambda,
     make_codebook,
@@ -120,3 +121,38 @@ def test_blend_views_hand_value():
     assert torch.equal(blend_views(weak, strong, 1.0), weak)
     with pytest.raises(ValueError, match="must match"):
         blend_views(weak, torch.zeros(2, 2), 0.5)
+
+
+def test_class_floor_fills_a_starved_class_with_its_most_likely_samples():
+    # Class 0: 4 of 4 flagged. Class 1: 0 of 4 flagged. Overall 4/8 = 0.5.
+    flags = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
+    given = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    score = torch.tensor([0.9, 0.9, 0.9, 0.9, 0.1, 0.8, 0.3, 0.7])
+    out = class_floor_fill(flags, given, score, num_classes=2, floor=1.0)
+    # Class 1 needs int(1.0 * 0.5 * 4) = 2: its two highest p(given), rows 5 (0.8) and 7 (0.7).
+    assert out.tolist() == [True, True, True, True, False, True, False, True]
+    # Never removes a flag; the input is not modified.
+    assert bool((out | flags).eq(out).all()) and int(flags.sum()) == 4
+
+
+def test_class_floor_zero_is_the_reference_and_a_met_floor_adds_nothing():
+    flags = torch.tensor([1, 0, 1, 0], dtype=torch.bool)
+    given = torch.tensor([0, 0, 1, 1])
+    score = torch.tensor([0.5, 0.9, 0.5, 0.9])
+    assert torch.equal(class_floor_fill(flags, given, score, num_classes=2, floor=0.0), flags)
+    # Both classes already hold 1 of 2 = the overall 0.5.
+    assert torch.equal(class_floor_fill(flags, given, score, num_classes=2, floor=1.0), flags)
+    # floor 2 asks each class for int(2 * 0.5 * 2) = 2 of 2.
+    assert bool(class_floor_fill(flags, given, score, num_classes=2, floor=2.0).all())
+
+
+def test_class_floor_ignores_absent_classes_and_rejects_bad_input():
+    flags = torch.tensor([0, 0], dtype=torch.bool)
+    given = torch.tensor([2, 2])
+    score = torch.tensor([0.1, 0.2])
+    # Nothing flagged at all: the overall fraction is 0, so no class is below it.
+    assert not bool(class_floor_fill(flags, given, score, num_classes=5, floor=1.0).any())
+    with pytest.raises(ValueError, match="floor must be >= 0"):
+        class_floor_fill(flags, given, score, num_classes=5, floor=-1.0)
+    with pytest.raises(ValueError, match=r"all be \(M,\)"):
+        class_floor_fill(flags, given[:1], score, num_classes=5, floor=1.0)

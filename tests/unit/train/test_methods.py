@@ -13,7 +13,7 @@ from jumpray.core import coteaching_masks, jocor_loss
 from jumpray.train.loop import to_batch, train_epoch
 from jumpray.train.methods import build_method
 
-from ._tiny import C, N, params, tiny_batches, tiny_config, tiny_method
+from ._tiny import C, N, params, tiny_batches, tiny_config, tiny_data, tiny_method
 
 TWO_NET = {"forget_rate": 0.5, "num_gradual": 0}
 
@@ -116,3 +116,24 @@ def test_unknown_method_lists_the_choices():
 
 def params_of(net) -> list[torch.Tensor]:
     return [p.detach().clone() for p in net.parameters()]
+
+
+def test_class_floor_tops_up_starved_classes_at_commit_and_the_next_visit_uses_it():
+    # Same seed and data: epoch 0 (warm-up) runs identically; only the commit differs.
+    off = tiny_method(tiny_config(selection={"class_floor": 0.0}))
+    on = tiny_method(tiny_config(selection={"class_floor": 1.0}))
+    for m in (off, on):
+        train_epoch(m, tiny_batches(), epoch=0)
+    m_off, m_on = off.end_epoch(0), on.end_epoch(0)
+    ref, got = off.flags.current(), on.flags.current()
+    assert bool((got | ref).eq(got).all()), "the guard only adds flags"
+    _, given, _, _ = tiny_data()  # given labels in idx order
+    overall = float(ref.float().mean())
+    for c in range(C):
+        members = given == c
+        assert int(got[members].sum()) >= int(overall * int(members.sum())), c
+    assert "class_floor_added_fraction" not in m_off
+    assert m_on["class_floor_added_fraction"] > 0, "this data has a starved class (2 of 12 added)"
+    assert m_on["class_floor_added_fraction"] == pytest.approx(float((got & ~ref).float().mean()))
+    # The next visit is gated by the topped-up flags.
+    assert train_epoch(on, tiny_batches(), epoch=1)["num_selected"] == int(got.sum())
