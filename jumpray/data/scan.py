@@ -51,7 +51,15 @@ from jumpray.data.tario import TarSampleReader
 from jumpray.errors import DataError
 from jumpray.log import get_logger
 
-__all__ = ["ShardScan", "FolderScan", "scan_shard", "scan_folder", "read_shard_rows", "first_image"]
+__all__ = [
+    "ShardScan",
+    "FolderScan",
+    "check_shard_folder",
+    "scan_shard",
+    "scan_folder",
+    "read_shard_rows",
+    "first_image",
+]
 
 log = get_logger(__name__)
 
@@ -195,6 +203,31 @@ def _shard_files(
     )
 
 
+def check_shard_folder(folder: str | Path) -> Path:
+    """Fail fast (before Ray starts) on a shard folder that is missing or holds no shards.
+
+    Returns:
+        The folder as a Path.
+
+    Raises:
+        DataError: naming the folder and the fix.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(
+            f"shard folder {folder} does not exist",
+            fix="point --shards at a folder written by `jumpray shards` (or `jumpray demo`)",
+        )
+    index = read_index(folder)
+    files, missing, _ = _shard_files(folder, index)
+    if not files and not missing:
+        raise DataError(
+            f"{folder} holds no .tar shards",
+            fix="point --shards at a folder written by `jumpray shards`",
+        )
+    return folder
+
+
 def scan_folder(
     folder: str | Path,
     *,
@@ -215,16 +248,9 @@ def scan_folder(
         DataError: under ``raise``, the first problem in (shard, position) order; under either
             policy, a folder with no tar at all.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"shard folder {folder} does not exist")
+    folder = check_shard_folder(folder)
     index = read_index(folder)
     files, missing, expected = _shard_files(folder, index)
-    if not files and not missing:
-        raise DataError(
-            f"{folder} holds no .tar shards",
-            fix="point --shards at a folder written by `jumpray shards`",
-        )
     paths = [str(folder / f) for f in files]
     scans = (map_fn or (lambda fn, xs: [fn(x) for x in xs]))(scan_shard, paths)
     return _plan(

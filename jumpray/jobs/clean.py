@@ -76,8 +76,12 @@ def run_clean(
     title: str = "jumpray clean report",
 ) -> dict[str, Any]:
     """The clean job (module docstring); returns the summary written to OUT/summary.json."""
+    from jumpray.data.scan import check_shard_folder
     from jumpray.ray_utils import init_ray
 
+    for folder in (shards, test_shards):
+        if folder is not None:
+            check_shard_folder(folder)
     init_ray(address=address or cfg.scaling.address)
     from jumpray.data.shards import read_shards
     from jumpray.score.export import write_clean_shards

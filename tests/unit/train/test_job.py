@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jumpray.cli import main
 from jumpray.jobs.train import summary_text
 
@@ -70,3 +72,25 @@ def test_a_data_error_raised_in_a_worker_is_unwrapped():
     bad = DataError("label changed", key="s1")
     assert _user_error(GroupError({0: RuntimeError("x"), 1: TaskError(bad)})) is bad
     assert _user_error(GroupError({0: RuntimeError("x")})) is None
+
+
+@pytest.mark.parametrize("command", ["train", "clean"])
+@pytest.mark.parametrize("problem", ["missing", "empty"])
+def test_a_bad_shard_folder_fails_before_ray_starts(
+    tmp_path, capsys, monkeypatch, command, problem
+):
+    import jumpray.ray_utils
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started before the shard folder was checked")
+
+    monkeypatch.setattr(jumpray.ray_utils, "init_ray", no_ray)
+    folder = tmp_path / "shards"
+    if problem == "empty":
+        folder.mkdir()
+    code = main([command, "--shards", str(folder), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    reason = "does not exist" if problem == "missing" else "holds no .tar shards"
+    assert str(folder) in err and reason in err and "Fix: point --shards" in err
+    assert "Traceback" not in err
