@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,21 @@ STATE_FILE = "state.pt"
 
 
 def rng_state() -> dict[str, Any]:
-    """The Python, NumPy and torch (CPU and CUDA) RNG states."""
+    """The Python, NumPy and torch (CPU and CUDA) RNG states, as tensors and plain values only.
+
+    NumPy's state tuple carries an ndarray, which a ``weights_only`` load refuses; it is stored
+    as a dict with the key as an int64 tensor instead.
+    """
+    kind, key, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "kind": str(kind),
+            "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -48,7 +60,16 @@ def rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["kind"],
+            n["key"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -93,8 +114,16 @@ def load_checkpoint(
             f"no {STATE_FILE} in {folder}",
             fix="pass the checkpoint/ folder written by `jumpray train` or `jumpray clean`",
         )
-    # Our own files: numpy RNG state and config dicts need full unpickling (weights_only=False).
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    # weights_only: tensors, dicts, lists, tuples, strings and numbers only. A checkpoint is a
+    # file users pass around; loading one must never run code from it.
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            f"{path} holds objects other than tensors and plain values ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]}); it was not loaded",
+            fix="re-create it with this version of jumpray (older versions pickled numpy arrays)",
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DataError(
             f"{path} is not a {FORMAT} file", fix="re-create it with this version of jumpray"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,10 +74,12 @@ def test_checkpoint_round_trip_with_rng(tmp_path):
     state = {"epoch": 4, "weights": torch.arange(5.0), "rng": rng_state()}
     save_checkpoint(tmp_path / "ck", state, meta={"method": "jumpteaching"})
     expected_next = torch.rand(3)
+    expected_np, expected_py = np.random.rand(3), random.random()
     loaded = load_checkpoint(tmp_path / "ck")
     assert loaded["epoch"] == 4 and torch.equal(loaded["weights"], torch.arange(5.0))
     restore_rng_state(loaded["rng"])
     assert torch.equal(torch.rand(3), expected_next)
+    assert np.array_equal(np.random.rand(3), expected_np) and random.random() == expected_py
     assert not list((tmp_path / "ck").glob(".*tmp*"))
     assert '"method": "jumpteaching"' in (tmp_path / "ck" / "meta.json").read_text()
 
@@ -86,3 +90,20 @@ def test_load_checkpoint_errors_name_the_folder(tmp_path):
     torch.save({"format": "other"}, tmp_path / "state.pt")
     with pytest.raises(DataError, match="not a jumpray-checkpoint/1"):
         load_checkpoint(tmp_path)
+
+
+class _Payload:
+    """Stands for a malicious object: unpickling it would call a function."""
+
+    def __reduce__(self):
+        return (print, ("code ran while loading a checkpoint",))
+
+
+def test_a_checkpoint_carrying_arbitrary_objects_is_refused_without_running_them(tmp_path, capsys):
+    torch.save(
+        {"format": "jumpray-checkpoint/1", "epoch": 1, "x": _Payload()}, tmp_path / "state.pt"
+    )
+    with pytest.raises(DataError, match="holds objects other than tensors") as info:
+        load_checkpoint(tmp_path)
+    assert "state.pt" in str(info.value) and "Fix: re-create it" in str(info.value)
+    assert "code ran" not in capsys.readouterr().out
