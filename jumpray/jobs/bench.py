@@ -170,6 +170,7 @@ def bench_configs(
             "num_threads": threads,
         },
         "jump": {"warmup_epochs": p["warmup_epochs"]},
+        "selection": dict(LOCAL_DEFAULTS["selection"]),
         "method": {"num_gradual": p["warmup_epochs"]},
         "tracking": {"enabled": False},
     }

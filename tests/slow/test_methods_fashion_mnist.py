@@ -14,7 +14,8 @@ from jumpray.train.local import summarize_history
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = {"train": {"epochs": 8, "lr": 0.02}, "jump": {"warmup_epochs": 2}}
+# The Fashion-MNIST profile (LOCAL_DEFAULTS: class floor 1.2, T = 1, no blend) at 12 epochs.
+SETTINGS = {"train": {"epochs": 12, "lr": 0.05}, "jump": {"warmup_epochs": 3}}
 LIMIT, TEST_LIMIT, NOISE = 8000, 3000, "sym:0.4"
 
 
@@ -30,6 +31,12 @@ def results(fashion_mnist_dir):
         cfg = load_config(None, {"method": {"name": name}, **SETTINGS}, base=LOCAL_DEFAULTS)
         res = run_config(cfg, data, device="cpu")
         out[name] = summarize_history(res.history) | {"history": res.history}
+        if name == "jumpteaching":
+            out[name] |= {
+                "flags": res.method.flags.current(),
+                "given": data.train.given_label,
+                "clean": data.train.clean_label,
+            }
     print("\nmethod        test_acc  precision  recall  s/epoch")
     for name, r in out.items():
         print(
@@ -45,23 +52,22 @@ def test_jumpteaching_selects_far_cleaner_samples_than_the_data(results):
     for h in selection_epochs:
         assert h["data_clean_fraction"] == pytest.approx(0.6, abs=1e-3)
         assert h["precision"] >= 0.85, h
-    assert jt["recall"] >= 0.5
+    assert jt["recall"] >= 0.8
     assert 0.3 <= jt["selected_fraction"] <= 0.75
+    # The class floor kept every class in training: at least 50 % of each class's clean samples
+    # flagged at the end (without it, T-shirt, coat and shirt fell to 0 %).
+    flags = jt["flags"]
+    for c in range(10):
+        clean_c = (jt["given"] == c) & (jt["clean"] == c)
+        assert flags[clean_c].float().mean() >= 0.5, c
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Known gap, measured 2026-11-24 (issue 3 left open): on Fashion-MNIST subsets with sym:0.4 noise, CE "
-        "with augmentation and weight decay barely memorises the noise (0.785 at 8 epochs / 8000 samples, "
-        "0.825 at 12, 0.806 at 30 epochs / 3000), while Jump-teaching keeps ~97 %-clean samples but only "
-        "those it already predicts (recall ~ its accuracy) and plateaus at 0.59-0.79 (best: blend off, T=1). "
-        "strict: this test fails loudly once Jump-teaching does beat CE, so the mark must then be removed."
-    ),
-)
 def test_jumpteaching_beats_plain_ce_at_the_same_epochs(results):
+    # Measured 2026-11-24: 0.835 against 0.825 (seed 1: 0.840 against 0.826). With only 12
+    # epochs CE has not yet memorised much of the noise (clean labels give it 0.867), so the
+    # margin is about one point; the selection precision above is the larger effect.
     assert results["jumpteaching"]["test_accuracy"] > results["ce"]["test_accuracy"]
-    assert results["jumpteaching"]["test_accuracy"] >= 0.75
+    assert results["jumpteaching"]["test_accuracy"] >= 0.80
 
 
 def test_two_network_baselines_run_and_report_the_same_metrics(results):
