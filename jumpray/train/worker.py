@@ -149,8 +149,26 @@ class RayTrainContext:
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def _quiet_ray_report_log() -> None:
+    """Drop Ray Train's per-report INFO line (the whole metrics dict, once per epoch) to WARNING.
+
+    Ray 2.60 logs it from ``ray/train/v2/_internal/execution/context.py`` under a logger named by
+    that file's path; the driver prints its own progress line instead. A Ray without that module
+    is left as it is.
+    """
+    import importlib
+    import logging
+
+    try:
+        module = importlib.import_module("ray.train.v2._internal.execution.context")
+    except ImportError:
+        return
+    logging.getLogger(module.__file__).setLevel(logging.WARNING)
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's ``train_loop_per_worker``: see the module docstring."""
+    _quiet_ray_report_log()
     cfg = RunConfig.model_validate(loop_config["config"])
     run_worker(loop_config, RayTrainContext(cfg))
 
