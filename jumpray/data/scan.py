@@ -54,7 +54,7 @@ from jumpray.log import get_logger
 __all__ = [
     "ShardScan",
     "FolderScan",
-    "check_shard_folder",
+    "check_shard_folders",
     "scan_shard",
     "scan_folder",
     "read_shard_rows",
@@ -203,29 +203,37 @@ def _shard_files(
     )
 
 
-def check_shard_folder(folder: str | Path) -> Path:
+def check_shard_folders(*folders: str | Path | None) -> None:
     """Fail fast (before Ray starts) on a shard folder that is missing or holds no shards.
 
-    Returns:
-        The folder as a Path.
+    Args:
+        folders: shard folders; None entries (an optional folder not given) are skipped.
 
     Raises:
         DataError: naming the folder and the fix.
     """
-    folder = Path(folder)
+    for folder in folders:
+        if folder is not None:
+            _checked_shard_files(Path(folder))
+
+
+def _checked_shard_files(
+    folder: Path,
+) -> tuple[ShardIndex | None, list[str], list[str], dict[str, int]]:
+    """index.json (or None) and :func:`_shard_files`' lists, after the missing / empty checks."""
     if not folder.is_dir():
         raise DataError(
             f"shard folder {folder} does not exist",
             fix="point --shards at a folder written by `jumpray shards` (or `jumpray demo`)",
         )
     index = read_index(folder)
-    files, missing, _ = _shard_files(folder, index)
+    files, missing, expected = _shard_files(folder, index)
     if not files and not missing:
         raise DataError(
             f"{folder} holds no .tar shards",
             fix="point --shards at a folder written by `jumpray shards`",
         )
-    return folder
+    return index, files, missing, expected
 
 
 def scan_folder(
@@ -248,9 +256,8 @@ def scan_folder(
         DataError: under ``raise``, the first problem in (shard, position) order; under either
             policy, a folder with no tar at all.
     """
-    folder = check_shard_folder(folder)
-    index = read_index(folder)
-    files, missing, expected = _shard_files(folder, index)
+    folder = Path(folder)
+    index, files, missing, expected = _checked_shard_files(folder)
     paths = [str(folder / f) for f in files]
     scans = (map_fn or (lambda fn, xs: [fn(x) for x in xs]))(scan_shard, paths)
     return _plan(

@@ -76,12 +76,10 @@ def run_clean(
     title: str = "jumpray clean report",
 ) -> dict[str, Any]:
     """The clean job (module docstring); returns the summary written to OUT/summary.json."""
-    from jumpray.data.scan import check_shard_folder
+    from jumpray.data.scan import check_shard_folders
     from jumpray.ray_utils import init_ray
 
-    for folder in (shards, test_shards):
-        if folder is not None:
-            check_shard_folder(folder)
+    check_shard_folders(shards, test_shards)
     init_ray(address=address or cfg.scaling.address)
     from jumpray.data.shards import read_shards
     from jumpray.score.export import write_clean_shards

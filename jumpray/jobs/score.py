@@ -159,12 +159,10 @@ def run(args: argparse.Namespace) -> int:
 
     base = load_checkpoint(args.checkpoint).get("config") or {}
     cfg = load_config(args.config, args.overrides, base=base)
-    from jumpray.data.scan import check_shard_folder
+    from jumpray.data.scan import check_shard_folders
     from jumpray.ray_utils import init_ray
 
-    for folder in (args.shards, args.test_shards):
-        if folder is not None:
-            check_shard_folder(folder)
+    check_shard_folders(args.shards, args.test_shards)
     init_ray(address=args.address or cfg.scaling.address)
     from jumpray.data.shards import read_shards
     from jumpray.score.pipeline import evaluate_accuracy, snapshots_from_checkpoint

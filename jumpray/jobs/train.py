@@ -61,13 +61,11 @@ def run(args: argparse.Namespace) -> int:
     """Read the shards, train, print a one-screen summary; returns 0."""
     cfg = load_config(args.config, args.overrides)
     run_name = _resume_name(args.out) if args.resume else None
-    from jumpray.data.scan import check_shard_folder
+    from jumpray.data.scan import check_shard_folders
     from jumpray.ray_utils import init_ray
 
     # A wrong path fails here, in a second, not after Ray has started.
-    for folder in (args.shards, args.test_shards):
-        if folder is not None:
-            check_shard_folder(folder)
+    check_shard_folders(args.shards, args.test_shards)
     # Before Ray Data is imported: its quiet settings are read from the environment on import.
     init_ray(address=args.address or cfg.scaling.address)
     from jumpray.data.shards import read_shards
