@@ -329,7 +329,7 @@ def _measure(
         if wait_idle > 0:
             _wait_for_idle(wait_idle)
         log.info("bench: %s on %s (attempt %d)", spec["method"], spec["noise"], attempt)
-        row = run_worker(spec, threads=threads) | {"attempts": attempt}
+        row = run_worker(spec, threads=threads)
         others = row.get("other_cpu_cores") or 0.0
         if best is None or others < (best.get("other_cpu_cores") or 0.0):
             best = row
@@ -343,7 +343,7 @@ def _measure(
             "; running it again" if attempt <= retries else "",
         )
     assert best is not None
-    return best
+    return best | {"attempts": attempt}
 
 
 def _wait_for_idle(limit_s: float, *, max_busy_cores: float = DISTURBED_CORES) -> None:
