@@ -4,8 +4,11 @@ Each job lives in ``jumpray/jobs/<name>.py`` and exposes ``add_arguments(parser)
 ``run(args) -> int``. The scripts under ``pipelines/`` call :func:`main` with the same arguments,
 so the console script and the pipelines are two doors to the same functions.
 
-Errors the user can fix (:class:`~jumpray.errors.JumprayError`) print one paragraph and exit 2; a
-traceback is shown only with ``--debug``.
+Errors the user can fix (:class:`~jumpray.errors.JumprayError`, also when Ray raised it in a
+worker) print one paragraph and exit 2; a traceback is shown only with ``--debug``. Ctrl-C stops
+a command within seconds (Ray Train's own handler is kept out, see jumpray.train.launch) with
+exit 130 and nothing half-published; a second Ctrl-C exits at once. ``--debug`` and
+``--verbose`` (Ray's output on the console instead of OUT/logs/) go before or after the command.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
-from jumpray.errors import JumprayError
+from jumpray.errors import user_error
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "add_config_arguments", "add_overwrite_argument"]
 
 # command name -> (module under jumpray.jobs, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,6 +54,33 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: the one rule for replacing an earlier output (jumpray.runs)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier jumpray output in --out (kept until the new one is complete; "
+        "folders holding other files are never replaced)",
+    )
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--debug`` and ``--verbose``, accepted before the command and after it."""
+    # After the command, a flag left out must not reset the one given before it.
+    default = False if top else argparse.SUPPRESS
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="show Ray's own output on the console instead of writing it to OUT/logs/",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_global_flags(sub)
+
+
 def available_commands() -> dict[str, tuple[str, str]]:
     """The commands whose job module exists in this installation."""
     return {
@@ -64,9 +97,6 @@ def _job(module: str):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="jumpray", add_help=False)
-    parser.add_argument("--debug", action="store_true")
-    known, _ = parser.parse_known_args(argv)
     command = next((a for a in argv if a in COMMANDS), None)
     full = build_parser(command)
     args = full.parse_args(argv)
@@ -76,16 +106,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jumpray.log import setup_logging
 
     setup_logging()
+    restore = _install_sigint()
     try:
         return int(_job(COMMANDS[args.command][0]).run(args) or 0)
-    except JumprayError as exc:
-        if known.debug:
-            traceback.print_exc()
-        print(f"jumpray {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"jumpray {args.command}: interrupted", file=sys.stderr)
+        print(
+            f"jumpray {args.command}: interrupted; re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
+    except Exception as exc:
+        user = user_error(exc)
+        if user is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"jumpray {args.command}: error: {user}", file=sys.stderr)
+        return 2
+    finally:
+        restore()
+
+
+def _install_sigint():
+    """Ctrl-C: the first raises KeyboardInterrupt (the job cleans up), a second exits at once.
+
+    Returns:
+        A function that puts the previous handler back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    count = 0
+
+    def handler(signum, frame):
+        nonlocal count
+        count += 1
+        if count > 1:
+            os._exit(130)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -94,12 +154,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="jumpray",
         description="Find and learn through wrong labels in web-crawled image data (Jump-teaching on Ray).",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in available_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             _job(module).add_arguments(p)
+    _add_global_flags(parser, top=True)
     return parser
 
 

@@ -155,8 +155,18 @@ class DataConfig(_Strict):
     """Decoding, augmentation and the bad-sample policy."""
 
     on_error: Literal["raise", "skip"] = "raise"
+    max_quarantine_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="fail when more than this fraction of a folder's samples are unusable "
+        "(quarantined); 1 accepts any loss",
+    )
     image_size: int | None = Field(
-        None, ge=8, description="resize to this square size; null = keep (all images must match)"
+        None,
+        ge=8,
+        description="resize to this square size; null = keep the size when every image has it, "
+        "else a size chosen from the data (the log and summary say which)",
     )
     channels: Literal[1, 3] | None = Field(
         None, description="force gray (1) or RGB (3); null = from the data"
@@ -316,7 +326,7 @@ class RunConfig(_Strict):
         if self.jump.warmup_epochs >= self.train.epochs and self.method.name == "jumpteaching":
             problems.append(
                 f"jump.warmup_epochs: {self.jump.warmup_epochs} >= train.epochs = {self.train.epochs}, so selection never "
-                "starts (the official Food-101 setting has this bug, reference §4); lower it"
+                "starts (the official Food-101 setting has this bug); lower it"
             )
         if problems:
             raise ValueError("; ".join(problems))
@@ -397,11 +407,41 @@ def _allowed_keys(parent: str) -> list[str]:
     return sorted(model.model_fields)
 
 
+# The configs shipped with the package (``jumpray/configs`` links to the repository's configs/
+# and is installed as package data), so ``--config clothing1m`` works from any directory.
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_config_names() -> list[str]:
+    """The short names ``--config`` accepts (the YAML files shipped with jumpray)."""
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file: ``name`` itself when it is a file, else a shipped config of that short name.
+
+    ``--config clothing1m``, ``--config clothing1m.yaml`` and ``--config configs/clothing1m.yaml``
+    all name the shipped file when no such file exists in the working directory.
+
+    Raises:
+        ConfigError: neither exists (the message lists the shipped names).
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    shipped = SHIPPED_CONFIGS / f"{stem}.yaml"
+    if path.parent in (Path("."), Path("configs")) and shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"--config {name}: no such file, and not a shipped config "
+        f"(shipped: {', '.join(shipped_config_names())})"
+    )
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read one YAML config file into a dict (empty file = empty dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file (the shipped configs are under configs/)")
+    """Read one YAML config file (or a shipped config's short name) into a dict (empty = {})."""
+    path = resolve_config_path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -1,8 +1,22 @@
-"""Error types shared by every layer. Standard library only."""
+"""Error types shared by every layer. Standard library only.
+
+Every error carries its constructor arguments through pickling (``__reduce__``), so an error
+raised in a Ray worker reaches the driver with the same message; without that, each process
+boundary wrapped the message once more ("1 config problem: - 1 config problem: ...").
+"""
 
 from __future__ import annotations
 
-__all__ = ["JumprayError", "ConfigError", "DataError", "TrackingError"]
+from typing import Any
+
+__all__ = [
+    "JumprayError",
+    "ConfigError",
+    "DataError",
+    "UsageError",
+    "TrackingError",
+    "user_error",
+]
 
 
 class JumprayError(Exception):
@@ -21,6 +35,9 @@ class ConfigError(JumprayError, ValueError):
         n = len(self.problems)
         head = "1 config problem" if n == 1 else f"{n} config problems"
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
 
 
 class DataError(JumprayError, ValueError):
@@ -43,6 +60,45 @@ class DataError(JumprayError, ValueError):
             msg += f". Fix: {fix}"
         super().__init__(msg)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_data_error, (type(self), self.reason, self.shard, self.key, self.fix))
+
+
+def _rebuild_data_error(cls: type[DataError], reason, shard, key, fix) -> DataError:
+    return cls(reason, shard=shard, key=key, fix=fix)
+
+
+class UsageError(JumprayError, ValueError):
+    """A command used in a way that would lose data or cannot work: an ``--out`` that would
+    overwrite a source or someone else's files, an option value out of range. Names the fix."""
+
 
 class TrackingError(JumprayError, RuntimeError):
     """The experiment tracker failed and ``tracking.strict`` is on."""
+
+
+def user_error(exc: BaseException) -> JumprayError | None:
+    """The innermost :class:`JumprayError` inside ``exc`` (Ray wraps remote errors), or None.
+
+    Ray re-raises a worker's error as a class that is both its own error type and the original
+    one, whose message carries the whole remote traceback; the original is its ``cause``. This
+    follows ``cause`` / ``__cause__`` and Ray Train's ``worker_failures`` to the error raised in
+    the worker, whose message is the one paragraph meant for the user.
+    """
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    found: list[JumprayError] = []
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, JumprayError):
+            found.append(e)
+        todo += [getattr(e, "cause", None), getattr(e, "__cause__", None)]
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo += list(failures.values())
+    # Ray's wrapper classes (defined in ray.exceptions) are JumprayErrors too: prefer ours.
+    own = [e for e in found if type(e).__module__.startswith("jumpray")]
+    return (own or found or [None])[0]

@@ -20,6 +20,7 @@ from jumpray.errors import ConfigError, DataError
 
 __all__ = [
     "decode_image",
+    "image_header",
     "inspect_image",
     "encode_png",
     "PixelStats",
@@ -61,6 +62,10 @@ def _resize_center_crop(im: Image.Image, size: int) -> Image.Image:
     return im.crop((left, top, left + size, top + size))
 
 
+class _TooLarge(Exception):
+    """An image over the caller's pixel limit (not a decoding failure)."""
+
+
 def _undecodable(exc: Exception) -> str:
     # PIL quotes the in-memory file object's address; drop it so reasons are stable.
     text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
@@ -75,7 +80,11 @@ def _open(data: bytes) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, *, channels: int | None = None, image_size: int | None = None
+    data: bytes,
+    *,
+    channels: int | None = None,
+    image_size: int | None = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode encoded image bytes to a uint8 (C, H, W) array.
 
@@ -83,12 +92,15 @@ def decode_image(
         data: encoded bytes (JPEG, PNG, WebP; GIF/BMP/TIFF are tolerated).
         channels: 1 (gray) or 3 (RGB) to force; None keeps gray as 1 and anything else as 3.
         image_size: resize the shorter side to this and centre-crop a square; None keeps the size.
+        max_pixels: refuse an image that would be decoded at more than this many pixels (after
+            the reduced JPEG decode); None = PIL's own decompression-bomb limit only.
 
     Returns:
         uint8 (C, H, W), C-contiguous.
 
     Raises:
-        DataError: the bytes do not decode (the reason quotes PIL's message).
+        DataError: the bytes do not decode (the reason quotes PIL's message), or the image is
+            larger than ``max_pixels``.
     """
     try:
         with warnings.catch_warnings():
@@ -97,15 +109,35 @@ def decode_image(
             target = channels or _channels_of(im.mode)
             if image_size and im.format == "JPEG":
                 im.draft("L" if target == 1 else "RGB", (image_size, image_size))
+            if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
+                raise _TooLarge(f"{im.size[0]}x{im.size[1]} is over {max_pixels} pixels")
             im = _to_channels(im, target)
             if image_size:
                 im = _resize_center_crop(im, image_size)
             arr = np.asarray(im, dtype=np.uint8)
+    except _TooLarge as exc:
+        raise DataError(f"image too large to decode here ({exc})") from None
     except Exception as exc:  # PIL signals bad data with many types (OSError, SyntaxError, ...)
         raise DataError(_undecodable(exc)) from None
     if arr.ndim == 2:
         return np.ascontiguousarray(arr[None])
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def image_header(data: bytes) -> tuple[int, int, int]:
+    """(C, H, W) an image would decode to, from its header only (no pixel is decoded).
+
+    Raises:
+        DataError: the bytes are not an image of a supported format.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = _open(data)
+            w, h = im.size
+            return _channels_of(im.mode), int(h), int(w)
+    except Exception as exc:  # PIL signals bad data with many types
+        raise DataError(_undecodable(exc)) from None
 
 
 def inspect_image(data: bytes, *, thumb_size: int = 32) -> tuple[str, int, int, int, np.ndarray]:

@@ -11,7 +11,9 @@ that shard); their idx is -1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +22,15 @@ import pyarrow.parquet as pq
 
 from jumpray.errors import DataError
 
-__all__ = ["QUARANTINE_SCHEMA", "OnError", "QuarantineLog", "lost_key", "empty_quarantine"]
+__all__ = [
+    "QUARANTINE_SCHEMA",
+    "OnError",
+    "QuarantineLog",
+    "lost_key",
+    "empty_quarantine",
+    "summarize_reasons",
+    "check_quarantine_fraction",
+]
 
 OnError = Literal["raise", "skip"]
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -38,6 +48,43 @@ QUARANTINE_SCHEMA = pa.schema(
 def lost_key(number: int) -> str:
     """The key recorded for the ``number``-th sample a shard lost (see the module docstring)."""
     return f"<lost-{number}>"
+
+
+def summarize_reasons(reasons: Sequence[str], top: int = 3) -> str:
+    """The most common reasons, ``"500 x truncated tar; 2 x no cls member"`` (numbers inside a
+    reason, such as a label or an image size, are folded so alike reasons count together)."""
+    counts = Counter(re.sub(r"\d+", "N", r) for r in reasons)
+    return "; ".join(f"{n} x {reason}" for reason, n in counts.most_common(top))
+
+
+def check_quarantine_fraction(
+    reasons: Sequence[str], rows_in: int, max_fraction: float, *, what: str
+) -> None:
+    """Fail when more than ``max_fraction`` of ``rows_in`` samples were quarantined.
+
+    A folder-wide problem (a wrong ``--root``, a tar cut in half, images that are not images)
+    would otherwise pass as "N samples quarantined" with exit 0; past a few percent a loss is no
+    longer noise in the data but a mistake the user must see.
+
+    Args:
+        reasons: one reason per quarantined sample.
+        rows_in: the samples there were (used + quarantined).
+        max_fraction: ``data.max_quarantine_fraction``.
+        what: where, for the message (``"fm1k: of the 1000 samples"``).
+
+    Raises:
+        DataError: with the counts and the most common reasons.
+    """
+    n = len(reasons)
+    if rows_in <= 0 or n <= max_fraction * rows_in:
+        return
+    raise DataError(
+        f"{what}, {n} ({n / rows_in:.1%}) are unusable (quarantined), more than "
+        f"data.max_quarantine_fraction={max_fraction:g} allows; most common reasons: "
+        f"{summarize_reasons(reasons)}",
+        fix="repair the data or the paths given, or raise data.max_quarantine_fraction (up to "
+        "1) to accept the loss",
+    )
 
 
 def empty_quarantine() -> pa.Table:

@@ -42,6 +42,7 @@ from jumpray.data.schema import (
     READ_SUFFIXES,
     SHARD,
     ShardIndex,
+    infer_num_classes,
     list_shard_files,
     parse_label_member,
     parse_meta_member,
@@ -94,16 +95,17 @@ class ShardScan:
 
 
 def _sample_problem(members: dict[str, bytes | None]) -> tuple[int, int, int, str | None]:
-    """(given, idx, clean, problem) of one sample's members."""
+    """(given, idx, clean, problem) of one sample's members; idx is kept for a bad sample
+    whose json carries one, so its quarantine row names it."""
+    idx, clean, problem = parse_meta_member(members.get(META_SUFFIX))
     if not any(s in members for s in IMAGE_SUFFIXES):
-        return -1, -1, -1, f"no image member (one of {', '.join(IMAGE_SUFFIXES)})"
+        return -1, idx, -1, f"no image member (one of {', '.join(IMAGE_SUFFIXES)})"
     if LABEL_SUFFIX not in members:
-        return -1, -1, -1, "no cls member (the label)"
+        return -1, idx, -1, "no cls member (the label)"
     given = parse_label_member(members[LABEL_SUFFIX])
     if given is None:
         raw = members[LABEL_SUFFIX] or b""
-        return -1, -1, -1, f"cls is not an integer: {raw[:40]!r}"
-    idx, clean, problem = parse_meta_member(members.get(META_SUFFIX))
+        return -1, idx, -1, f"cls is not an integer: {raw[:40]!r}"
     return given, idx, clean, problem
 
 
@@ -328,20 +330,33 @@ class _Planner:
         return {s.file: int(self.offsets[p]) for p, s in enumerate(self.scans)}
 
     def resolve_sizes(self, num_classes: int | None) -> tuple[int, int]:
-        """(num_samples, num_classes) from index.json, the argument, or the data (assumed)."""
+        """(num_samples, num_classes) from index.json, the argument, or the data (assumed).
+
+        Without index.json the idx range is bounded by the samples found (one stray idx must
+        not size the flag arrays), and C comes from :func:`~jumpray.data.schema.infer_num_classes`
+        (a stray label far outside the dense range is rejected, not made a class).
+        """
         index = self.index
         if index is not None:
             num_samples = index.num_samples
         else:
-            num_samples = int(self.idx.max()) + 1 if self.idx.size else 0
-            self.assumptions.append(f"num_samples = {num_samples}: no index.json")
+            num_samples = len(self.keys)
+            self.assumptions.append(
+                f"num_samples = {num_samples} (samples found; idx must lie below it): no index.json"
+            )
         if num_classes is None and index is not None:
             num_classes = index.num_classes
         elif num_classes is None:
-            usable = self.given[~self.bad]
-            num_classes = int(usable.max()) + 1 if usable.size else 1
-            self.assumptions.append(
-                f"num_classes = {num_classes} (highest label + 1): no index.json"
+            usable = np.where(self.bad, -1, self.given)
+            num_classes, stray, note = infer_num_classes(usable)
+            self.assumptions.append(f"{note}: no index.json")
+            given = self.given
+            self.reject(
+                stray,
+                lambda i: (
+                    f"label {given[i]} lies far outside the dense labels 0..{num_classes - 1}"
+                    f" (set num_classes={int(usable.max()) + 1} if it is a class)"
+                ),
             )
         elif index is not None and index.num_classes != num_classes:
             log.warning(
@@ -363,8 +378,11 @@ class _Planner:
             (clean < -1) | (clean >= num_classes),
             lambda i: f"clean label {clean[i]} out of range [0, {num_classes})",
         )
-        out = (idx < 0) | (idx >= num_samples) if self.index is not None else idx < 0
-        self.reject(out, lambda i: f"idx {idx[i]} outside [0, {num_samples}) of index.json")
+        where = "of index.json" if self.index is not None else "(the samples found)"
+        self.reject(
+            (idx < 0) | (idx >= num_samples),
+            lambda i: f"idx {idx[i]} outside [0, {num_samples}) {where}",
+        )
         self.reject_duplicates(idx.tolist(), "idx")
         self.reject_duplicates(self.keys, "key")
 
@@ -505,9 +523,16 @@ def read_shard_rows(
             ):
                 raise DataError(
                     f"image is {image.shape[1]}x{image.shape[2]} but the folder's images are "
-                    f"{expected_hw[0]}x{expected_hw[1]}; set data.image_size to resize them"
+                    f"{expected_hw[0]}x{expected_hw[1]}",
+                    shard=shard,
+                    key=s.key,
+                    fix=f"set data.image_size (for example data.image_size={min(expected_hw)}) "
+                    "to resize every image",
                 )
         except DataError as exc:
+            if on_error == "raise" and exc.fix:
+                raise
+
             police.add(key=s.key, shard=shard, idx=idx, reason=exc.reason)
             continue
         for name, value in (

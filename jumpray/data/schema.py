@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jumpray.errors import DataError
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "parse_meta_member",
     "read_index",
     "write_index",
+    "infer_num_classes",
 ]
 
 FORMAT = "jumpray-shards/1"
@@ -240,3 +243,40 @@ def write_index(folder: str | Path, index: ShardIndex) -> Path:
     tmp.write_text(json.dumps(index.to_json(), indent=1) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def infer_num_classes(labels: np.ndarray) -> tuple[int, np.ndarray, str]:
+    """C from the labels alone (no index.json, no --num-classes), and the labels far outside.
+
+    Labels are dense from 0 in every dataset format jumpray reads, so C is the length of the run
+    0, 1, ... of labels present; the few labels beyond a gap in that run (together at most 1 % of
+    the samples, or a single one) are treated as errors rather than as classes: one stray ``cls``
+    of 42 would otherwise make a 43-class model. When many samples lie beyond the gap (a class
+    missing in the middle of real data), C = highest label + 1 and nothing is rejected.
+
+    Args:
+        labels: (N,) int64 given labels; negative values (unknown) are ignored.
+
+    Returns:
+        (C, (N,) bool mask of the labels to reject, a sentence saying how C was chosen).
+    """
+    labels = np.asarray(labels, np.int64)
+    known = labels[labels >= 0]
+    if known.size == 0:
+        return 1, np.zeros(labels.shape, bool), "num_classes = 1: no label found"
+    present = set(np.unique(known).tolist())
+    run_end = 0
+    while run_end in present:
+        run_end += 1
+    beyond = labels >= run_end
+    highest = int(known.max())
+    if run_end == 0 or not beyond.any() or beyond.sum() > max(1, 0.01 * known.size):
+        note = f"num_classes = {highest + 1} (highest label + 1)"
+        return highest + 1, np.zeros(labels.shape, bool), note
+    strays = sorted(set(labels[beyond].tolist()))
+    note = (
+        f"num_classes = {run_end} (labels 0..{run_end - 1} are all present); "
+        f"{int(beyond.sum())} sample(s) with label(s) {strays[:5]} beyond that are rejected "
+        f"(set num_classes={highest + 1} to keep them as classes)"
+    )
+    return run_end, beyond, note

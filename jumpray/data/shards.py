@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jumpray.data.decode import decode_image, resolve_normalization
-from jumpray.data.quarantine import OnError, QuarantineLog
+from jumpray.data.decode import image_header, resolve_normalization
+from jumpray.data.quarantine import OnError, QuarantineLog, check_quarantine_fraction
 from jumpray.data.scan import FolderScan, ShardScan, first_image, read_shard_rows, scan_folder
 from jumpray.data.schema import IMAGE_SUFFIXES, KEY
 from jumpray.data.tario import TarSampleReader
@@ -70,6 +70,7 @@ class ShardInfo:
         idx_assigned: idx values were assigned by the reader, not read from json.
         assumptions: what was assumed for lack of index.json / json members.
         shard_issues: shard-level problems that lost no known sample.
+        image_size_choice: how ``image_hw`` was decided (:func:`choose_image_size`).
     """
 
     folder: str
@@ -87,6 +88,7 @@ class ShardInfo:
     idx_assigned: bool
     assumptions: list[str]
     shard_issues: list[str]
+    image_size_choice: str = ""
 
 
 @dataclass
@@ -103,6 +105,7 @@ class ShardSource:
     info: ShardInfo
     scan: FolderScan
     _sink: Any = None
+    max_quarantine_fraction: float = 1.0
 
     def quarantine(self) -> pa.Table:
         """Every sample dropped so far: the scan's rows, then undecodable images.
@@ -147,10 +150,12 @@ class ShardSource:
         )
 
     def check_counts(self, rows_out: int) -> int:
-        """Assert the invariant rows out + quarantined = rows in; returns the quarantine size.
+        """Assert the invariant rows out + quarantined = rows in, and the quarantined fraction
+        (:meth:`check_quarantine`); returns the quarantine size.
 
         Raises:
-            DataError: the counts disagree (a reader bug: nothing may be lost silently).
+            DataError: the counts disagree (a reader bug: nothing may be lost silently), or too
+                many samples were quarantined.
         """
         quarantined = self.quarantine().num_rows
         if rows_out + quarantined != self.info.rows_in:
@@ -158,7 +163,23 @@ class ShardSource:
                 f"{self.info.folder}: {rows_out} rows out + {quarantined} quarantined != "
                 f"{self.info.rows_in} rows in"
             )
+        self.check_quarantine()
         return quarantined
+
+    def check_quarantine(self) -> None:
+        """Fail when more than ``data.max_quarantine_fraction`` of the samples were unusable
+        (complete once :attr:`dataset` has been consumed once).
+
+        Raises:
+            DataError: with the counts and the most common reasons.
+        """
+        reasons = self.quarantine().column("reason").to_pylist()
+        check_quarantine_fraction(
+            reasons,
+            self.info.rows_in,
+            self.max_quarantine_fraction,
+            what=f"{self.info.folder}: of the {self.info.rows_in} samples",
+        )
 
 
 def _ray_map(fn: Callable[[str], ShardScan], paths: Sequence[str]) -> list[ShardScan]:
@@ -168,24 +189,83 @@ def _ray_map(fn: Callable[[str], ShardScan], paths: Sequence[str]) -> list[Shard
     return ray.get([task.remote(p) for p in paths])
 
 
-def _probe(scan: FolderScan) -> tuple[int, tuple[int, int]] | None:
-    """(C, (H, W)) of the first usable sample that decodes, or None."""
-    for shard in scan.shards:
+# Sizes are read from image headers only (no pixel decoded): up to this many usable samples from
+# each of up to this many tars (spread over the folder).
+_SIZE_SAMPLES_PER_SHARD = 32
+_SIZE_SHARDS = 8
+# The largest side chosen from the data when the user sets none (ImageNet-style models use 224;
+# a bigger automatic choice would multiply memory and time without being asked for).
+MAX_CHOSEN_SIZE = 224
+
+
+@dataclass
+class _Probe:
+    """Image headers sampled from a folder: (C, H, W) per readable one, the first failure."""
+
+    shapes: list[tuple[int, int, int]]
+    tried: int
+    first_error: str | None
+
+
+def _probe(scan: FolderScan) -> _Probe:
+    """Read the headers of usable samples spread over the folder (:data:`_SIZE_SHARDS` tars)."""
+    usable = [s for s in scan.shards if len(scan.drop.get(s.file, ())) < len(s.keys)]
+    step = max(1, len(usable) // _SIZE_SHARDS)
+    probe = _Probe([], 0, None)
+    for shard in usable[::step][:_SIZE_SHARDS]:
         drop = set(scan.drop.get(shard.file, ()))
-        if len(drop) == len(shard.keys):
-            continue
-        tries = 0
+        seen = 0
         for s in TarSampleReader(shard.path, read_suffixes=IMAGE_SUFFIXES):
             if s.ordinal in drop or not s.complete:
                 continue
+            probe.tried += 1
+            seen += 1
             try:
-                image = decode_image(first_image(s.members) or b"")
-                return image.shape[0], (image.shape[1], image.shape[2])
-            except DataError:
-                tries += 1
-                if tries >= 10:
-                    break
-    return None
+                probe.shapes.append(image_header(first_image(s.members) or b""))
+            except DataError as exc:
+                probe.first_error = probe.first_error or f"{shard.file}/{s.key}: {exc.reason}"
+            if seen >= _SIZE_SAMPLES_PER_SHARD:
+                break
+    return probe
+
+
+def choose_image_size(
+    shapes: Sequence[tuple[int, int, int]],
+    *,
+    configured: int | None,
+    index_hw: Sequence[int] | None,
+) -> tuple[int | None, tuple[int, int], str]:
+    """The one place that decides the size images are decoded at.
+
+    Args:
+        shapes: sampled (C, H, W) of the folder's images.
+        configured: ``data.image_size`` (or the training run's size when scoring).
+        index_hw: index.json's ``image_size``: [H, W] when every image has it; None when the
+            sizes are mixed or unknown (then the sampled sizes decide).
+
+    Returns:
+        (resize_to or None to keep the size, the (H, W) of every row, a sentence saying why).
+    """
+    if configured is not None:
+        return configured, (configured, configured), f"{configured}x{configured} (data.image_size)"
+    if index_hw:
+        h, w = int(index_hw[0]), int(index_hw[1])
+        return None, (h, w), f"{h}x{w} (every image, by index.json)"
+    if not shapes:
+        return None, (0, 0), "unknown (no image read)"
+    sizes = {(h, w) for _, h, w in shapes}
+    if len(sizes) == 1:  # an image of another size found later is rejected with this fix
+        h, w = sizes.pop()
+        return None, (h, w), f"{h}x{w} (every one of {len(shapes)} sampled images)"
+    short = sorted(min(h, w) for _, h, w in shapes)
+    side = int(min(max(short[len(short) // 2], 8), MAX_CHOSEN_SIZE))
+    lo, hi = min(short), max(max(h, w) for _, h, w in shapes)
+    note = (
+        f"{side}x{side}, chosen from the data: the images have mixed sizes ({lo} to {hi} pixels "
+        f"a side in {len(shapes)} sampled); each is resized (shorter side) and centre-cropped to "
+        f"the median shorter side, at most {MAX_CHOSEN_SIZE}; set data.image_size to choose"
+    )
+    return side, (side, side), note
 
 
 def _read_one_shard(
@@ -275,13 +355,15 @@ def read_shards(
     channels: int | None = None,
     materialize: bool | None = None,
     read_parallelism: int | None = None,
+    max_quarantine_fraction: float | None = None,
     batch_rows: int = 256,
 ) -> ShardSource:
     """Scan a shard folder and return a Ray Dataset of its usable, decoded rows.
 
     Needs a running Ray (see :func:`jumpray.ray_utils.init_ray`). Keyword arguments override the
     matching ``config`` fields (``data.on_error``, ``data.image_size``, ``data.channels``,
-    ``data.materialize``, ``data.read_parallelism``); without ``config`` the defaults of
+    ``data.materialize``, ``data.read_parallelism``, ``data.max_quarantine_fraction``); without
+    ``config`` the defaults of
     ``DataConfig()`` apply, except ``materialize``, which is then False. Materializing caches
     the decoded rows in the object store, and only when they fit in half of it (else the
     dataset streams and the log says why).
@@ -298,7 +380,8 @@ def read_shards(
     Raises:
         DataError: under ``raise``, at the first bad sample found by the scan (here) or by the
             decode pass (when the dataset executes: Ray then raises an error wrapping it, whose
-            message names shard, key and reason).
+            message names shard, key and reason); under either policy, when the scan quarantined
+            more than ``max_quarantine_fraction`` of the samples or no sampled image is readable.
     """
     import ray
     import ray.data
@@ -312,24 +395,34 @@ def read_shards(
     if materialize is None:
         materialize = config is not None and cfg.materialize
     read_parallelism = read_parallelism or cfg.read_parallelism
+    if max_quarantine_fraction is None:
+        max_quarantine_fraction = cfg.max_quarantine_fraction
 
     scan = scan_folder(folder, on_error=on_error, num_classes=num_classes, map_fn=_ray_map)
-    probe = _probe(scan)
+    check_quarantine_fraction(
+        [row[3] for row in scan.quarantine.rows],
+        scan.rows_in,
+        max_quarantine_fraction,
+        what=f"{folder}: of the {scan.rows_in} samples",
+    )
     index = scan.index
+    probe = _probe(scan)
+    if probe.tried and not probe.shapes:
+        raise DataError(
+            f"{folder}: none of the {probe.tried} images sampled is a readable image (first: "
+            f"{probe.first_error})",
+            fix="point --shards at a folder of image shards written by `jumpray shards`",
+        )
     if channels is None:
         channels = (index.channels if index is not None and index.channels else None) or (
-            probe[0] if probe else 3
+            probe.shapes[0][0] if probe.shapes else 3
         )
-    if image_size is not None:
-        hw = (image_size, image_size)
-        expected_hw = None
-    else:
-        hw = (
-            tuple(index.image_size)
-            if index is not None and index.image_size
-            else (probe[1] if probe else (0, 0))
-        )
-        expected_hw = hw
+    image_size, hw, size_note = choose_image_size(
+        probe.shapes,
+        configured=image_size,
+        index_hw=index.image_size if index is not None else None,
+    )
+    expected_hw = hw if image_size is None else None
     sink = _sink_actor(on_error)
     options = {
         "channels": channels,
@@ -360,16 +453,16 @@ def read_shards(
         idx_assigned=scan.idx_assigned,
         assumptions=scan.assumptions,
         shard_issues=scan.shard_issues,
+        image_size_choice=size_note,
     )
     log.info(
-        "%s: %d shards, %d samples in, %d quarantined by the scan, images %dx%dx%d",
+        "%s: %d shards, %d samples in, %d quarantined by the scan; images %d channel(s), %s",
         folder,
         info.num_shards,
         info.rows_in,
         len(scan.quarantine),
         channels,
-        hw[0],
-        hw[1],
+        size_note,
     )
     if materialize:
         store = ray.available_resources().get("object_store_memory", 0.0)
@@ -382,4 +475,10 @@ def read_shards(
                 need / 2**20,
                 store / 2**20,
             )
-    return ShardSource(dataset=ds, info=info, scan=scan, _sink=sink)
+    return ShardSource(
+        dataset=ds,
+        info=info,
+        scan=scan,
+        _sink=sink,
+        max_quarantine_fraction=max_quarantine_fraction,
+    )

@@ -22,6 +22,7 @@ JPEG, PNG or WebP; other formats (GIF, BMP, TIFF) are re-encoded as PNG.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 from jumpray.core.noise import make_noisy_labels, parse_noise_spec
 from jumpray.data.decode import PixelStats, encode_png, inspect_image
 from jumpray.data.quarantine import OnError
-from jumpray.data.schema import ShardIndex
+from jumpray.data.schema import ShardIndex, infer_num_classes
 from jumpray.data.writer import ShardWriter
 from jumpray.errors import ConfigError, DataError
 from jumpray.log import get_logger
@@ -108,7 +109,14 @@ def apply_noise(
 
 
 def _writer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"prefix", "max_samples_per_shard", "max_shard_bytes", "overwrite", "on_error"}
+    allowed = {
+        "prefix",
+        "max_samples_per_shard",
+        "max_shard_bytes",
+        "overwrite",
+        "on_error",
+        "max_quarantine_fraction",
+    }
     unknown = set(kwargs) - allowed
     if unknown:
         raise TypeError(f"unexpected arguments {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -218,7 +226,9 @@ def write_fashion_mnist(
     The dataset's labels are the clean labels; ``asym`` noise uses the Fashion-MNIST map.
     """
     from jumpray.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from jumpray.runs import check_sources
 
+    check_sources(out, [root])
     images, labels = load_fashion_mnist(split, root=root, limit=limit)
     clean = None if noise and parse_noise_spec(noise)[0] != "none" else labels
     writer_options.setdefault("prefix", split)
@@ -286,9 +296,16 @@ def _stream_files(
     stats: PixelStats | None = None
     stride = max(1, len(entries) // _STATS_SAMPLES)
     wrong = 0
+    base = os.path.abspath(root)
     for position, (relpath, given, clean) in enumerate(entries):
+        # Lexically (symlinks inside --root are the user's own and trusted): an absolute path or
+        # a ../ that leaves --root would embed files from elsewhere in the shards.
+        path = os.path.normpath(os.path.join(base, relpath))
+        if not path.startswith(base + os.sep):
+            writer.skip(source=relpath, reason=f"path lies outside --root {root}")
+            continue
         try:
-            data = (root / relpath).read_bytes()
+            data = Path(path).read_bytes()
         except OSError as exc:
             writer.skip(source=relpath, reason=f"image file unreadable: {exc.strerror or exc}")
             continue
@@ -301,7 +318,7 @@ def _stream_files(
         if suffix is None:
             from PIL import Image  # re-encode formats the shard contract does not list
 
-            with Image.open(Path(root) / relpath) as im:
+            with Image.open(path) as im:
                 im = im.convert("L" if channels == 1 else "RGB")
                 data, suffix = encode_png(np.asarray(im)), "png"
         if stats is None:
@@ -403,10 +420,15 @@ def write_from_list(
                 fix="fix the lists, or set data.on_error=skip to quarantine those keys",
             )
         items = [(p, label_of[p]) for p in keys if p in label_of]
-    if num_classes is None:
-        num_classes = (
-            max_label + 1 if max_label is not None else max((y for _, y in items), default=0) + 1
-        )
+    stray: list[tuple[str, int]] = []
+    if num_classes is None and max_label is not None:
+        num_classes = max_label + 1
+    elif num_classes is None:
+        labels = np.array([y for _, y in items], dtype=np.int64)
+        num_classes, far, note = infer_num_classes(labels)
+        log.info("%s: %s (pass --num-classes to set it)", list_file, note)
+        stray = [item for item, bad in zip(items, far.tolist(), strict=True) if bad]
+        items = [item for item, bad in zip(items, far.tolist(), strict=True) if not bad]
     _check_labels(items, num_classes, str(list_file))
     clean_of = dict(read_list_file(clean_list)) if clean_list is not None else None
     entries, noise_info = _noisy_entries(
@@ -420,6 +442,15 @@ def write_from_list(
         "key_list": None if key_list is None else str(key_list),
         "max_label": max_label,
     }
+    rejected = [(p, "key has no label in the list file") for p in missing]
+    rejected += [
+        (
+            p,
+            f"label {y} lies far outside the dense labels 0..{num_classes - 1} (pass "
+            f"--num-classes {y + 1} if it is a class)",
+        )
+        for p, y in stray
+    ]
     return _write_entries(
         out,
         entries,
@@ -428,7 +459,8 @@ def write_from_list(
         class_names=class_names,
         noise_info=noise_info,
         source=source,
-        missing_keys=missing,
+        rejected=rejected,
+        sources=[root, list_file, clean_list, key_list],
         writer_options=writer_options,
     )
 
@@ -478,7 +510,8 @@ def write_from_folder(
         class_names=classes,
         noise_info=noise_info,
         source=source,
-        missing_keys=[],
+        rejected=[],
+        sources=[folder],
         writer_options=writer_options,
     )
 
@@ -492,13 +525,14 @@ def _write_entries(
     class_names: Sequence[str] | None,
     noise_info: dict[str, Any] | None,
     source: dict[str, Any],
-    missing_keys: Sequence[str],
+    rejected: Sequence[tuple[str, str]],
+    sources: Sequence[str | Path | None],
     writer_options: dict[str, Any],
 ) -> ShardIndex:
     options = _writer_kwargs(dict(writer_options))
-    with ShardWriter(out, total=len(entries), **options) as writer:
-        for relpath in missing_keys:
-            writer.skip(source=relpath, reason="key has no label in the list file")
+    with ShardWriter(out, total=len(entries), sources=sources, **options) as writer:
+        for relpath, reason in rejected:
+            writer.skip(source=relpath, reason=reason)
         stats, wrong = _stream_files(writer, entries, root=root)
         if noise_info is not None and writer.num_samples:
             noise_info["realized_rate"] = round(wrong / writer.num_samples, 6)

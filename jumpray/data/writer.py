@@ -2,8 +2,11 @@
 
 Everything goes to a hidden temporary folder beside ``out`` (each tar itself under a ``.partial``
 name until closed); only a complete folder is renamed to ``out``, so an interrupted run never
-leaves half a dataset where a reader would find it. An existing ``out`` is refused unless
-``overwrite=True``. The writer holds one sample at a time, never the dataset.
+leaves half a dataset where a reader would find it. ``out`` is claimed first
+(:func:`jumpray.runs.claim_output`): it may not overlap a source, and an existing folder is
+replaced only when it is a shard folder jumpray wrote and ``overwrite`` is set. The writer holds
+one sample at a time, never the dataset. Closing fails (and publishes nothing) when no sample was
+written or more than ``max_quarantine_fraction`` of the source samples were unusable.
 
 ``idx`` is assigned densely in write order (0, 1, ...), so a source image quarantined while
 writing leaves no hole; the sample's provenance stays in its ``json`` ``source`` field.
@@ -13,12 +16,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jumpray.data.quarantine import OnError, QuarantineLog
+from jumpray.config import DataConfig
+from jumpray.data.quarantine import (
+    OnError,
+    QuarantineLog,
+    check_quarantine_fraction,
+    summarize_reasons,
+)
 from jumpray.data.schema import (
     IMAGE_SUFFIXES,
     LABEL_SUFFIX,
@@ -31,8 +42,9 @@ from jumpray.data.schema import (
     write_index,
 )
 from jumpray.data.tario import TarSampleWriter
-from jumpray.errors import DataError
+from jumpray.errors import DataError, UsageError
 from jumpray.log import get_logger
+from jumpray.runs import claim_output
 
 __all__ = ["ShardWriter", "ProgressLog", "DEFAULT_MAX_SAMPLES", "DEFAULT_MAX_BYTES"]
 
@@ -40,6 +52,8 @@ log = get_logger(__name__)
 
 DEFAULT_MAX_SAMPLES = 5000
 DEFAULT_MAX_BYTES = 512 * 1024**2
+_PREFIX = re.compile(r"[A-Za-z0-9_-]+")
+DEFAULT_MAX_QUARANTINE_FRACTION = DataConfig.model_fields["max_quarantine_fraction"].default
 
 
 class ProgressLog:
@@ -99,12 +113,18 @@ class ShardWriter:
         max_samples_per_shard: a new tar starts after this many samples.
         max_shard_bytes: a new tar starts before one would exceed this size (a single larger
             sample gets a tar of its own).
-        overwrite: replace an existing ``out`` (only once the new folder is complete).
+        overwrite: replace an existing ``out`` that is a jumpray shard folder (only once the new
+            folder is complete).
         on_error: policy for :meth:`skip` (source images that cannot be used).
         total: expected number of samples, for progress lines.
+        sources: folders and files the samples come from; ``out`` may not overlap them.
+        max_quarantine_fraction: :meth:`close` fails when more than this fraction of the samples
+            offered (written + skipped) were skipped (``data.max_quarantine_fraction``).
+        require_samples: :meth:`close` fails when no sample was written.
 
     Raises:
-        DataError: ``out`` exists and ``overwrite`` is False.
+        UsageError: ``out`` may not be written (see :func:`jumpray.runs.claim_output`), or a bad
+            prefix or limit.
     """
 
     def __init__(
@@ -117,15 +137,25 @@ class ShardWriter:
         overwrite: bool = False,
         on_error: OnError = "raise",
         total: int | None = None,
+        sources: Sequence[str | Path | None] = (),
+        max_quarantine_fraction: float = DEFAULT_MAX_QUARANTINE_FRACTION,
+        require_samples: bool = True,
     ):
         self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise DataError(
-                f"output folder {self.out} already exists",
-                fix="pass --overwrite (or overwrite=True) to replace it, or choose another --out",
+        if not _PREFIX.fullmatch(prefix):
+            raise UsageError(
+                f"--prefix {prefix!r}: use letters, digits, '-' and '_' only (it names the "
+                "shard files inside --out)"
             )
-        if max_samples_per_shard < 1 or max_shard_bytes < 1024:
-            raise ValueError("max_samples_per_shard must be >= 1 and max_shard_bytes >= 1024")
+        if max_samples_per_shard < 1:
+            raise UsageError(f"--max-samples-per-shard must be >= 1, got {max_samples_per_shard}")
+        if max_shard_bytes < 1024:
+            raise UsageError(f"--max-shard-bytes must be at least 1K, got {max_shard_bytes}")
+        claim_output(
+            self.out, command="shards", kind="shards", sources=sources, overwrite=overwrite
+        )
+        self.max_quarantine_fraction = max_quarantine_fraction
+        self.require_samples = require_samples
         self.prefix, self.overwrite = prefix, overwrite
         self.max_samples, self.max_bytes = max_samples_per_shard, max_shard_bytes
         self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
@@ -236,6 +266,24 @@ class ShardWriter:
             The index written.
         """
         self._close_tar()
+        offered = self.num_samples + len(self.quarantine)
+        if self.num_samples == 0 and self.require_samples:
+            why = summarize_reasons([row[3] for row in self.quarantine.rows])
+            raise DataError(
+                f"no sample could be written to {self.out}: "
+                + (
+                    f"all {offered} source samples were unusable ({why})"
+                    if offered
+                    else "the source holds none"
+                ),
+                fix="check the source paths (--root, the list file, the folder)",
+            )
+        check_quarantine_fraction(
+            [row[3] for row in self.quarantine.rows],
+            offered,
+            self.max_quarantine_fraction,
+            what=f"{self.out}: of the {offered} source samples",
+        )
         channels = {s[0] for s in self._shapes}
         sizes = {s[1:] for s in self._shapes}
         index = ShardIndex(
@@ -272,7 +320,7 @@ class ShardWriter:
     def _publish(self) -> None:
         old = None
         if self.out.exists():
-            if not self.overwrite:
+            if not self.overwrite and any(self.out.iterdir()):
                 raise DataError(f"output folder {self.out} appeared while writing", fix="retry")
             old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
             os.replace(self.out, old)

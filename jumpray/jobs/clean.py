@@ -20,6 +20,10 @@ quarantine.parquet as artifacts):
 3. OUT/labels.parquet, OUT/quarantine.parquet, OUT/summary.json, OUT/report.html;
 4. with ``--write-shards``, OUT/clean-shards/: the kept samples (relabelled when
    ``clean.relabel`` and the model is confident; :func:`jumpray.score.decide.relabel_decision`).
+
+Everything is built in a staging folder and published at the end (jumpray.runs): a re-run never
+mixes its files with an earlier run's, and a non-empty OUT is refused unless it is this command's
+own unfinished run (re-running after Ctrl-C resumes the training) or ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jumpray.cli import add_config_arguments
+from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
 from jumpray.jobs.score import SUMMARY_FILE, _write_json, score_and_report, summary_text
-from jumpray.log import get_logger
+from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "run_clean", "CLEAN_SHARDS"]
 
@@ -53,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
     )
+    add_overwrite_argument(parser)
     add_config_arguments(parser)
 
 
@@ -74,19 +79,51 @@ def run_clean(
     write_shards: bool = False,
     address: str | None = None,
     title: str = "jumpray clean report",
+    overwrite: bool = False,
+    replace_finished: bool = False,
+    verbose: bool = True,
 ) -> dict[str, Any]:
-    """The clean job (module docstring); returns the summary written to OUT/summary.json."""
+    """The clean job (module docstring); returns the summary written to OUT/summary.json.
+
+    Args:
+        overwrite, replace_finished: how an earlier output in ``out`` is treated
+            (:func:`jumpray.runs.claim_output`).
+        verbose: leave Ray's output on the console; False writes it to OUT/logs/.
+
+    The summary's ``log_path`` is the log file (None when verbose) and ``tracker`` the MLflow
+    tracker, both for the caller's summary lines (not written to summary.json).
+    """
     from jumpray.data.scan import check_shard_folders
+    from jumpray.jobs._run import run_session
+    from jumpray.runs import claim_output
+
+    claim = claim_output(
+        out,
+        command="clean",
+        sources=[shards, test_shards],
+        inputs={"shards": shards, "test_shards": test_shards},
+        overwrite=overwrite,
+        replace_finished=replace_finished,
+    )
+    check_shard_folders(shards, test_shards)
+    with run_session(claim, verbose=verbose) as session:
+        summary, tracker = _clean(cfg, session, shards, test_shards, write_shards, address, title)
+    return summary | {"log_path": session.log_path, "tracker": tracker}
+
+
+def _clean(cfg, session, shards, test_shards, write_shards, address, title):
+    """Inside the run session: train, score, write, publish; returns (summary, tracker)."""
     from jumpray.ray_utils import init_ray
 
-    check_shard_folders(shards, test_shards)
     init_ray(address=address or cfg.scaling.address)
     from jumpray.data.shards import read_shards
+    from jumpray.jobs.train import _resume_name
     from jumpray.score.export import write_clean_shards
     from jumpray.score.pipeline import snapshots_from_refs
     from jumpray.tracking import build_tracker
     from jumpray.train.launch import fit
 
+    stage = session.staging
     t0 = time.perf_counter()
     source = read_shards(shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
     test = None
@@ -95,6 +132,7 @@ def run_clean(
             test_shards,
             cfg.data,
             num_classes=cfg.num_classes or source.info.num_classes,
+            image_size=min(source.info.image_hw),  # the size the model is trained at
             materialize=False,
         )
     tracker = build_tracker(
@@ -106,7 +144,15 @@ def run_clean(
     )
     tracker.set_tags({"jumpray.job": "clean"})
     try:
-        result = fit(cfg, train=source, test=test, out_dir=out, tracker=tracker)
+        result = fit(
+            cfg,
+            train=source,
+            test=test,
+            out_dir=stage,
+            work_dir=session.out,
+            run_name=_resume_name(session.out, required=False) if session.claim.resume else None,
+            tracker=tracker,
+        )
         train_s = time.perf_counter() - t0
         snaps = snapshots_from_refs(
             result.snapshots, result.checkpoint_dir, cfg.score.num_snapshots
@@ -120,13 +166,13 @@ def run_clean(
         if "test_accuracy" in final:
             extra["test_accuracy"] = float(final["test_accuracy"])
         summary = score_and_report(
-            cfg, source=source, snaps=snaps, out=out, extra=extra, title=title
+            cfg, source=source, snaps=snaps, out=stage, extra=extra, title=title
         )
         if write_shards:
             written = write_clean_shards(
                 source,
-                out / "labels.parquet",
-                out / CLEAN_SHARDS,
+                stage / "labels.parquet",
+                stage / CLEAN_SHARDS,
                 relabel=cfg.clean.relabel,
                 min_prob=cfg.clean.relabel_min_prob,
             )
@@ -139,13 +185,16 @@ def run_clean(
         summary["total_wall_s"] = round(time.perf_counter() - t0, 1)
         summary["mlflow_run_id"] = tracker.run_id
         summary["mlflow_tracking_uri"] = tracker.uri
-        _write_json(out / SUMMARY_FILE, summary)
-        _track(tracker, summary, out)
-    except BaseException:
-        tracker.end("FAILED")
+        summary["log_file"] = str(session.log_path) if session.log_path else None
+        summary = session.final(summary)
+        _write_json(stage / SUMMARY_FILE, summary)
+        _track(tracker, summary, stage)
+        session.publish(head=SUMMARY_FILE)
+    except BaseException as exc:
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     tracker.end()
-    return summary
+    return summary, tracker
 
 
 def _track(tracker, summary: dict[str, Any], out: Path) -> None:
@@ -170,6 +219,16 @@ def run(args: argparse.Namespace) -> int:
         test_shards=args.test_shards,
         write_shards=args.write_shards,
         address=args.address,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
     )
-    print(summary_text(summary, out=args.out, command="clean"))
+    echo(
+        summary_text(
+            summary,
+            out=args.out,
+            command="clean",
+            log_path=summary["log_path"],
+            tracker=summary["tracker"],
+        )
+    )
     return 0

@@ -22,8 +22,9 @@ from typing import Any
 
 from jumpray.cli import add_config_arguments
 from jumpray.config import load_config
+from jumpray.jobs._run import tracking_lines
 from jumpray.jobs.profiles import FASHION_MNIST_SELECTION
-from jumpray.log import get_logger
+from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "DEMO_DEFAULTS", "prepare_shards"]
 
@@ -73,8 +74,15 @@ def prepare_shards(out: Path, *, limit: int, noise: str, seed: int) -> tuple[Pat
 
 def run(args: argparse.Namespace) -> int:
     """Shards, clean job, short summary; returns 0."""
+    from jumpray.errors import UsageError
+    from jumpray.runs import claim_output
+
     t0 = time.perf_counter()
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be a positive number of samples, got {args.limit}")
     cfg = load_config(args.config, args.overrides, base=DEMO_DEFAULTS)
+    # The demo folder may hold only the demo's own shards/ and clean/ (re-running reuses them).
+    claim_output(args.out, command="demo", kind="demo")
     train, test = prepare_shards(args.out, limit=args.limit, noise=args.noise, seed=args.seed)
     from jumpray.jobs.clean import run_clean
 
@@ -87,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
         write_shards=True,
         address=args.address,
         title=f"jumpray demo: Fashion-MNIST, {args.limit} samples, {args.noise} noise",
+        replace_finished=True,
+        verbose=args.verbose,
     )
-    print(summary_text(s, out=out, noise=args.noise, wall_s=time.perf_counter() - t0))
+    echo(summary_text(s, out=out, noise=args.noise, wall_s=time.perf_counter() - t0))
     return 0
 
 
@@ -105,7 +115,18 @@ def summary_text(s: dict[str, Any], *, out: Path, noise: str, wall_s: float) -> 
         f"  report: {out / 'report.html'}",
         f"  labels: {out / 'labels.parquet'}   summary: {out / 'summary.json'}",
     ]
-    if s.get("mlflow_tracking_uri"):
+    if s.get("log_path"):
+        lines.append(f"  log (Ray's output): {s['log_path']}")
+    tracker = s.get("tracker")
+    if tracker is not None and getattr(tracker, "uri", None) and not tracker.failed:
+        lines.append(f"  MLflow: mlflow ui --backend-store-uri {tracker.uri}")
+        if tracker.artifact_uri:
+            lines.append(f"  MLflow artifacts: {tracker.artifact_uri}")
+    elif tracker is not None:
+        lines += tracking_lines(tracker, kept_in=str(out / "summary.json"))
+    elif s.get("mlflow_tracking_uri"):
         lines.append(f"  MLflow: mlflow ui --backend-store-uri {s['mlflow_tracking_uri']}")
+    for warning in s.get("warnings") or []:
+        lines.append(f"  CAUTION: {warning}")
     lines.append(f"  total {wall_s:.0f} s")
     return "\n".join(lines)

@@ -10,9 +10,12 @@ Examples::
         --out runs/c1m-score score.num_actors=4 score.gpus_per_actor=1
 
 The config is the checkpoint's (the training run's resolved config), then ``--config``, then the
-overrides. The last ``score.num_snapshots`` snapshots saved in the checkpoint score each sample.
-Writes OUT/labels.parquet, OUT/summary.json, OUT/quarantine.parquet and OUT/report.html (with its
-PNGs); with ``--test-shards`` the summary also has the newest snapshot's ``test_accuracy``.
+overrides. The last ``score.num_snapshots`` snapshots saved in the checkpoint score each sample,
+with the images decoded at the size the model was trained at. Writes OUT/labels.parquet,
+OUT/summary.json, OUT/quarantine.parquet and OUT/report.html (with its PNGs), built aside and
+published at the end; with ``--test-shards`` the summary also has the newest snapshot's
+``test_accuracy``. ``summary.json`` lists ``warnings`` when the model looks useless
+(:mod:`jumpray.score.sanity`); they are printed and shown at the top of the report too.
 
 :func:`score_and_report` is the part the clean job shares.
 """
@@ -25,10 +28,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jumpray.cli import add_config_arguments
+from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
 from jumpray.errors import DataError
-from jumpray.log import get_logger
+from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "score_and_report", "summary_text", "SUMMARY_FILE"]
 
@@ -54,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
     )
+    add_overwrite_argument(parser)
     add_config_arguments(parser)
 
 
@@ -93,9 +97,10 @@ def score_and_report(
         extra: more summary fields (test accuracy, timings), merged before writing.
         title: the report's title.
     """
-    from jumpray.score.export import read_gallery_images
+    from jumpray.score.export import gallery_side, read_gallery_images
     from jumpray.score.pipeline import score_shards
     from jumpray.score.report import write_report
+    from jumpray.score.sanity import model_warnings
     from jumpray.score.summary import LabelStats
 
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +124,8 @@ def score_and_report(
         "num_quarantined": num_quarantined,
         "num_classes": num_classes,
         "class_names": info.class_names,
+        "image_size": list(info.image_hw),
+        "image_size_choice": info.image_size_choice,
         "decision": {
             "formula": cfg.score.formula,
             "combine": cfg.score.combine,
@@ -137,9 +144,15 @@ def score_and_report(
         },
     }
     summary |= extra or {}
+    summary["warnings"] = model_warnings(
+        summary, stats.histograms(), num_classes=num_classes, threshold=cfg.score.threshold
+    )
+    for warning in summary["warnings"]:
+        log.warning("caution: %s", warning)
     _write_json(out / SUMMARY_FILE, summary)
     rows = stats.gallery()
-    images = read_gallery_images(info.folder, rows) if rows else []
+    side = gallery_side(min(info.image_hw))
+    images = read_gallery_images(info.folder, rows, side=side) if rows else []
     write_report(
         out,
         summary=summary,
@@ -156,31 +169,68 @@ def score_and_report(
 def run(args: argparse.Namespace) -> int:
     """Score the shards with the checkpoint's snapshots; print a one-screen summary."""
     from jumpray.checkpoint import load_checkpoint
+    from jumpray.jobs._run import run_session
+    from jumpray.runs import claim_output
 
     base = load_checkpoint(args.checkpoint).get("config") or {}
     cfg = load_config(args.config, args.overrides, base=base)
+    claim = claim_output(
+        args.out,
+        command="score",
+        sources=[args.shards, args.test_shards, args.checkpoint],
+        inputs={
+            "shards": args.shards,
+            "test_shards": args.test_shards,
+            "checkpoint": args.checkpoint,
+        },
+        overwrite=args.overwrite,
+    )
     from jumpray.data.scan import check_shard_folders
-    from jumpray.ray_utils import init_ray
 
     check_shard_folders(args.shards, args.test_shards)
+    with run_session(claim, verbose=args.verbose) as session:
+        summary = _score(cfg, args, session)
+    echo(summary_text(summary, out=args.out, command="score", log_path=session.log_path))
+    return 0
+
+
+def _score(cfg: RunConfig, args: argparse.Namespace, session) -> dict[str, Any]:
+    """Inside the run session: Ray, the snapshots, scoring, publish; returns the summary."""
+    from jumpray.ray_utils import init_ray
+
     init_ray(address=args.address or cfg.scaling.address)
     from jumpray.data.shards import read_shards
     from jumpray.score.pipeline import evaluate_accuracy, snapshots_from_checkpoint
 
     snaps = snapshots_from_checkpoint(args.checkpoint, cfg.score.num_snapshots)
     num_classes = int(snaps.model_args["num_classes"])
-    source = read_shards(args.shards, cfg.data, num_classes=num_classes, materialize=False)
+    # The size the model was trained at, whatever sizes these shards hold.
+    size = cfg.data.image_size or min(int(v) for v in snaps.data["image_hw"])
+    source = read_shards(
+        args.shards, cfg.data, num_classes=num_classes, image_size=size, materialize=False
+    )
     extra: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
     if args.test_shards is not None:
-        test = read_shards(args.test_shards, cfg.data, num_classes=num_classes, materialize=False)
+        test = read_shards(
+            args.test_shards, cfg.data, num_classes=num_classes, image_size=size, materialize=False
+        )
         extra["test_accuracy"] = evaluate_accuracy(test, snaps, cfg)
-    summary = score_and_report(cfg, source=source, snaps=snaps, out=args.out, extra=extra)
-    print(summary_text(summary, out=args.out, command="score"))
-    return 0
+    summary = score_and_report(cfg, source=source, snaps=snaps, out=session.staging, extra=extra)
+    session.publish(head=SUMMARY_FILE)
+    return session.final(summary)
 
 
-def summary_text(s: dict[str, Any], *, out: Path, command: str) -> str:
+def summary_text(
+    s: dict[str, Any],
+    *,
+    out: Path,
+    command: str,
+    log_path: Path | None = None,
+    tracker: Any = None,
+) -> str:
     """The one-screen summary of a scoring (or clean) run."""
+    from jumpray.jobs._run import tracking_lines
+
     d = s["decision"]
     lines = [
         f"jumpray {command}: {s['num_samples']} samples scored from {s['shards']}, "
@@ -201,8 +251,19 @@ def summary_text(s: dict[str, Any], *, out: Path, command: str) -> str:
             f"  cleaned shards: {s['num_kept']} samples ({s['num_relabelled']} relabelled) in "
             f"{s['clean_shards']}"
         )
-    lines.append(f"  scoring: {s['scoring_samples_per_s']:.0f} samples/s")
+    if s.get("image_size_choice"):
+        lines.append(f"  images: {s['image_size_choice']}")
+    lines.append(
+        f"  scoring: {s['num_samples']} samples in {s['scoring_wall_s']:.1f} s "
+        f"({s['scoring_samples_per_s']:.1f} samples/s)"
+    )
     lines.append(f"  outputs: {out}/labels.parquet, summary.json, quarantine.parquet, report.html")
-    if s.get("mlflow_run_id"):
+    if log_path is not None:
+        lines.append(f"  log (Ray's output): {log_path}")
+    if tracker is not None:
+        lines += tracking_lines(tracker, kept_in=f"{out}/summary.json")
+    elif s.get("mlflow_run_id"):
         lines.append(f"  MLflow run {s['mlflow_run_id']} at {s.get('mlflow_tracking_uri')}")
+    for warning in s.get("warnings") or []:
+        lines.append(f"  CAUTION: {warning}")
     return "\n".join(lines)

@@ -25,13 +25,25 @@ import argparse
 import time
 from pathlib import Path
 
-from jumpray.cli import add_config_arguments
+from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import load_config
 from jumpray.errors import ConfigError
+from jumpray.log import echo
 
 __all__ = ["add_arguments", "run"]
 
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse turns the error into one usage line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _size(text: str) -> int:
@@ -39,9 +51,12 @@ def _size(text: str) -> int:
     t = text.strip().lower().removesuffix("b").removesuffix("i")
     unit = t[-1:] if t[-1:] in _SIZE_UNITS else ""
     try:
-        return int(float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit])
+        value = int(float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit])
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 2G, 65536)") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"must be at least 1K, got {text!r}")
+    return value
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -70,7 +85,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: the config's seed)")
     p.add_argument("--prefix", default=None, help="shard name prefix (default train, or the split)")
-    p.add_argument("--max-samples-per-shard", type=int, default=5000, metavar="N")
+    p.add_argument("--max-samples-per-shard", type=_positive_int, default=5000, metavar="N")
     p.add_argument(
         "--max-shard-bytes",
         type=_size,
@@ -78,7 +93,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="e.g. 512M (default), 1G",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    add_overwrite_argument(p)
     add_config_arguments(p)
 
 
@@ -92,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     fm.add_argument("--split", choices=("train", "test"), default="train")
     fm.add_argument(
-        "--limit", type=int, default=None, help="keep the first N samples, in file order"
+        "--limit", type=_positive_int, default=None, help="keep the first N samples, in file order"
     )
     fm.add_argument(
         "--root", type=Path, default=None, help="folder with the idx files (default: found)"
@@ -135,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         "max_shard_bytes": args.max_shard_bytes,
         "overwrite": args.overwrite,
         "on_error": cfg.data.on_error,
+        "max_quarantine_fraction": cfg.data.max_quarantine_fraction,
     }
     if args.prefix:
         options["prefix"] = args.prefix
@@ -173,20 +189,25 @@ def run(args: argparse.Namespace) -> int:
             args.folder, out=args.out, noise=args.noise, seed=seed, **options
         )
     elapsed = time.perf_counter() - t0
-    print(f"\njumpray shards {args.source}: {args.out}")
-    print(f"  samples      {index.num_samples} in {len(index.shards)} shards ({elapsed:.1f} s)")
+    echo(f"\njumpray shards {args.source}: {args.out}")
+    echo(f"  samples      {index.num_samples} in {len(index.shards)} shards ({elapsed:.1f} s)")
     names = ", ".join(index.class_names[:6]) + (", ..." if len(index.class_names) > 6 else "")
-    print(f"  classes      {index.num_classes}" + (f" ({names})" if names else ""))
-    size = "x".join(map(str, index.image_size)) if index.image_size else "mixed sizes"
-    print(
+    echo(f"  classes      {index.num_classes}" + (f" ({names})" if names else ""))
+    size = (
+        "x".join(map(str, index.image_size))
+        if index.image_size
+        else "mixed sizes (training resizes them to one size, chosen from the data unless "
+        "data.image_size is set)"
+    )
+    echo(
         f"  images       {index.channels or 'mixed'} channel(s), {size}; "
         f"mean {index.mean} std {index.std}"
     )
-    print(f"  clean labels {index.extra.get('num_clean_labels', 0)}")
+    echo(f"  clean labels {index.extra.get('num_clean_labels', 0)}")
     if index.noise:
-        print(
+        echo(
             f"  noise        {index.noise['spec']} seed {index.noise['seed']}: "
             f"realized wrong-label rate {index.noise['realized_rate']:.4f}"
         )
-    print(f"  quarantined  {index.extra.get('num_quarantined', 0)} (see quarantine.parquet)")
+    echo(f"  quarantined  {index.extra.get('num_quarantined', 0)} (see quarantine.parquet)")
     return 0

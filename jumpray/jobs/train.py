@@ -12,8 +12,11 @@ Examples::
     jumpray train --shards shards/fm-train --out runs/jt --resume
 
 Writes OUT/checkpoint/, OUT/train_summary.json, OUT/config.yaml, OUT/model.pt,
-OUT/selection_curves.png and OUT/quarantine.parquet; MLflow gets params, per-epoch metrics and the
-same files as artifacts (``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``).
+OUT/selection_curves.png and OUT/quarantine.parquet (built aside, published when training is
+done); OUT/ray_results/ holds Ray Train's checkpoints and OUT/logs/ the run's log. MLflow gets
+params, per-epoch metrics and the same files as artifacts (``MLFLOW_TRACKING_URI`` or
+``sqlite:///mlflow.db``). A non-empty OUT is refused unless it is this command's own unfinished
+run (re-running the command resumes it), ``--resume`` or ``--overwrite`` (jumpray.runs).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jumpray.cli import add_config_arguments
+from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import load_config
 from jumpray.errors import ConfigError
-from jumpray.log import get_logger
+from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "summary_text"]
 
@@ -45,31 +48,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run recorded in OUT/train_run.json from its last checkpoint",
     )
+    add_overwrite_argument(parser)
     add_config_arguments(parser)
 
 
-def _resume_name(out: Path) -> str:
+def _resume_name(out: Path, *, required: bool) -> str | None:
+    """The Ray Train run name recorded in OUT (None when absent and not ``required``)."""
     from jumpray.train.launch import RUN_FILE
 
     path = out / RUN_FILE
     if not path.is_file():
+        if not required:
+            return None
         raise ConfigError(f"--resume: {path} does not exist (no earlier run wrote to this --out)")
     return str(json.loads(path.read_text())["run_name"])
 
 
 def run(args: argparse.Namespace) -> int:
     """Read the shards, train, print a one-screen summary; returns 0."""
+    from jumpray.jobs._run import run_session
+    from jumpray.runs import claim_output
+
     cfg = load_config(args.config, args.overrides)
-    run_name = _resume_name(args.out) if args.resume else None
+    if args.resume:
+        _resume_name(args.out, required=True)
+    claim = claim_output(
+        args.out,
+        command="train",
+        sources=[args.shards, args.test_shards],
+        inputs={"shards": args.shards, "test_shards": args.test_shards},
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
     from jumpray.data.scan import check_shard_folders
-    from jumpray.ray_utils import init_ray
 
     # A wrong path fails here, in a second, not after Ray has started.
     check_shard_folders(args.shards, args.test_shards)
+    with run_session(claim, verbose=args.verbose) as session:
+        summary, tracker = _train(cfg, args, session, resume=claim.resume)
+    echo(summary_text(summary, out=args.out, log_path=session.log_path, tracker=tracker))
+    return 0
+
+
+def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dict[str, Any], Any]:
+    """Inside the run session: Ray, the shards, fit, publish; returns (summary, tracker)."""
+    from jumpray.ray_utils import init_ray
+    from jumpray.tracking import build_tracker
+
     # Before Ray Data is imported: its quiet settings are read from the environment on import.
     init_ray(address=args.address or cfg.scaling.address)
     from jumpray.data.shards import read_shards
-    from jumpray.train.launch import fit
+    from jumpray.train.launch import SUMMARY_FILE, fit
 
     # fit() caches only the tensor columns (data.materialize), so the reader does not.
     train = read_shards(args.shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
@@ -79,15 +108,42 @@ def run(args: argparse.Namespace) -> int:
             args.test_shards,
             cfg.data,
             num_classes=cfg.num_classes or train.info.num_classes,
+            image_size=min(train.info.image_hw),  # the size the model is trained at
             materialize=False,
         )
-    result = fit(cfg, train=train, test=test, out_dir=args.out, run_name=run_name)
-    print(summary_text(result.summary, out=args.out))
-    return 0
+    tracker = build_tracker(
+        enabled=cfg.tracking.enabled,
+        uri=cfg.tracking.uri,
+        experiment=cfg.tracking.experiment,
+        run_name=cfg.tracking.run_name or f"train-{Path(args.shards).name}",
+        strict=cfg.tracking.strict,
+    )
+    tracker.set_tags({"jumpray.job": "train"})
+    try:
+        result = fit(
+            cfg,
+            train=train,
+            test=test,
+            out_dir=session.staging,
+            work_dir=session.out,
+            run_name=_resume_name(session.out, required=False) if resume else None,
+            tracker=tracker,
+        )
+        train.check_quarantine()
+        session.publish(head=SUMMARY_FILE)
+    except BaseException as exc:
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.end()
+    return session.final(result.summary), tracker
 
 
-def summary_text(s: dict[str, Any], *, out: Path) -> str:
+def summary_text(
+    s: dict[str, Any], *, out: Path, log_path: Path | None = None, tracker: Any = None
+) -> str:
     """The one-screen summary of a finished training run."""
+    from jumpray.jobs._run import tracking_lines
+
     f = s["final"]
     lines = [
         f"jumpray train: {s['method']} on {s['shards']} ({s['num_samples']} samples, "
@@ -105,10 +161,18 @@ def summary_text(s: dict[str, Any], *, out: Path) -> str:
     lines += [
         f"  {s['mean_epoch_time_s']:.1f} s/epoch, {f['samples_per_s']:.0f} samples/s; "
         f"wall {s['fit_wall_s']:.0f} s of which start-up {s['startup_s']:.0f} s",
+    ]
+    if s.get("image_size_choice"):
+        lines.append(f"  images: {s['image_size_choice']}")
+    lines += [
         f"  quarantined samples: {s['num_quarantined']}",
         f"  snapshots kept (epochs): {s['snapshot_epochs']}",
         f"  outputs: {out}/checkpoint/, train_summary.json, selection_curves.png, model.pt",
     ]
-    if s.get("mlflow_run_id"):
+    if log_path is not None:
+        lines.append(f"  log (Ray's output): {log_path}")
+    if tracker is not None:
+        lines += tracking_lines(tracker, kept_in=f"{out}/train_summary.json")
+    elif s.get("mlflow_run_id"):
         lines.append(f"  MLflow run {s['mlflow_run_id']} at {s['mlflow_tracking_uri']}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ each kept sample's encoded image bytes are written unchanged, with the decided l
 (:func:`jumpray.score.decide.relabel_decision`). Quarantined samples are left out. The new folder
 gets dense idx values 0..M-1; the original shard and key are kept in each sample's ``source``.
 
-:func:`read_gallery_images` decodes just the few samples the report shows.
+:func:`read_gallery_images` decodes just the few samples the report shows, at preview size.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from jumpray.errors import DataError
 from jumpray.log import get_logger
 from jumpray.score.decide import relabel_decision
 
-__all__ = ["write_clean_shards", "read_gallery_images"]
+__all__ = ["write_clean_shards", "read_gallery_images", "gallery_side"]
 
 log = get_logger(__name__)
 
@@ -89,7 +89,14 @@ def write_clean_shards(
         shape = (int(index.channels), *(int(s) for s in index.image_size))
     kept = relabelled = 0
     wanted = (*IMAGE_SUFFIXES, LABEL_SUFFIX, META_SUFFIX)
-    with ShardWriter(out, prefix="clean", overwrite=overwrite, total=None) as writer:
+    with ShardWriter(
+        out,
+        prefix="clean",
+        overwrite=overwrite,
+        total=None,
+        sources=[info.folder, labels_path],
+        require_samples=False,
+    ) as writer:
         for shard in source.scan.shards:
             decided = _decisions(labels_path, shard.file, relabel=relabel, min_prob=min_prob)
             if not decided:
@@ -145,18 +152,34 @@ def write_clean_shards(
     }
 
 
-def read_gallery_images(
-    folder: str | Path, rows: Sequence[dict[str, Any]], *, channels: int | None = None
-) -> list[np.ndarray | None]:
-    """Decode the images of ``rows`` (dicts with ``shard`` and ``key``), in the same order.
+def gallery_side(train_side: int) -> int:
+    """The side of a gallery picture for a model trained at ``train_side`` pixels: twice that,
+    within [64, 224] (a tile in the report is about 200 pixels wide)."""
+    return int(min(max(2 * train_side, 64), 224))
 
-    Only the tars named by the rows are opened, each once. Returns uint8 (C, H, W) arrays; None
-    where a sample could not be read back.
+
+def read_gallery_images(
+    folder: str | Path,
+    rows: Sequence[dict[str, Any]],
+    *,
+    channels: int | None = None,
+    side: int = 64,
+) -> list[np.ndarray | None]:
+    """Decode the images of ``rows`` (dicts with ``shard`` and ``key``), in the same order, small.
+
+    Only the tars named by the rows are opened, each once. Each image is decoded straight to a
+    ``side`` x ``side`` picture (JPEGs at a reduced DCT scale), so a huge image never lives in
+    the driver at full size; one whose full decode would exceed (32 x side)^2 pixels and cannot be
+    decoded reduced (PNG, WebP) is not previewed at all (None).
+
+    Returns:
+        uint8 (C, side, side) arrays; None where a sample could not be read back or previewed.
     """
     wanted: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         wanted[str(row["shard"])].add(str(row["key"]))
     found: dict[tuple[str, str], np.ndarray] = {}
+    max_pixels = (32 * side) ** 2
     for shard, keys in wanted.items():
         path = Path(folder) / shard
         if not path.is_file():
@@ -165,9 +188,13 @@ def read_gallery_images(
             if s.key in keys:
                 try:
                     found[(shard, s.key)] = decode_image(
-                        first_image(s.members) or b"", channels=channels
+                        first_image(s.members) or b"",
+                        channels=channels,
+                        image_size=side,
+                        max_pixels=max_pixels,
                     )
-                except DataError:
+                except DataError as exc:
+                    log.info("gallery: %s/%s not previewed: %s", shard, s.key, exc.reason)
                     continue
                 if len(found) == len(rows):
                     break

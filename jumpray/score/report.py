@@ -11,7 +11,8 @@ Plots (matplotlib, Agg backend, written next to the HTML, which links them by re
 - ``report_gallery.png``: the most suspicious samples (lowest label score) with their given and
   predicted class names.
 
-The HTML adds the summary numbers, the decision, per-class flag rates and the resolved config.
+The HTML adds the summary numbers, the decision, per-class flag rates and the resolved config;
+the summary's ``warnings`` (:mod:`jumpray.score.sanity`) come first, in a caution box.
 """
 
 from __future__ import annotations
@@ -346,6 +347,14 @@ def _html(
         for f in ("labels.parquet", "summary.json", "quarantine.parquet")
     )
     cfg = html.escape(yaml.safe_dump(config, sort_keys=False))
+    warnings = summary.get("warnings") or []
+    caution = (
+        '<div class="caution"><h2>Caution: the model behind these decisions looks weak</h2><ul>'
+        + "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+        + "</ul><p>Check these numbers before using the flags or the cleaned shards.</p></div>"
+        if warnings
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -355,8 +364,10 @@ th, td {{ border: 1px solid #ccc; padding: 3px 10px; text-align: left; }}
 th {{ background: #f4f4f4; font-weight: normal; }}
 img {{ max-width: 100%; border: 1px solid #eee; }}
 pre {{ background: #f8f8f8; padding: 1em; font-size: 12px; overflow-x: auto; }}
+.caution {{ border: 2px solid #c60; background: #fff4e8; padding: 0 1em; margin: 1em 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
+{caution}
 <p>Shards: <code>{html.escape(str(summary.get("shards", "")))}</code></p>
 <table>{rows}</table>
 <p>{explain}</p>

@@ -35,6 +35,8 @@ class NoopTracker:
 
     run_id: str | None = None
     uri: str | None = None
+    artifact_uri: str | None = None
+    failed = False
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
@@ -72,6 +74,8 @@ class MlflowTracker(NoopTracker):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.strict = strict
         self.run_id = None
+        self.artifact_uri: str | None = None
+        self.failed = False  # some call failed: metrics or files are missing from the run
         self._warned: set[str] = set()
         self._client = None
         self._guard("start", self._start, experiment, run_name, run_id, parent_run_id)
@@ -90,7 +94,8 @@ class MlflowTracker(NoopTracker):
         tags = {"mlflow.runName": run_name} if run_name else {}
         if parent:
             tags["mlflow.parentRunId"] = parent
-        self.run_id = self._client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+        info = self._client.create_run(exp_id, run_name=run_name, tags=tags).info
+        self.run_id, self.artifact_uri = info.run_id, info.artifact_uri
         log.info("MLflow run %s in experiment %r at %s", self.run_id, experiment, self.uri)
 
     def _guard(self, what: str, fn, *args, **kwargs) -> Any:
@@ -99,6 +104,7 @@ class MlflowTracker(NoopTracker):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # the tracker must never kill a long run
+            self.failed = True
             if self.strict:
                 raise TrackingError(f"MLflow {what} failed at {self.uri}: {exc}") from exc
             if what not in self._warned:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -40,9 +42,10 @@ from torch import nn
 
 from jumpray.checkpoint import STATE_FILE, load_checkpoint
 from jumpray.config import RunConfig, config_to_flat_dict
+from jumpray.core.codebook import make_codebook
 from jumpray.data.decode import resolve_normalization
 from jumpray.data.shards import ShardSource
-from jumpray.errors import JumprayError
+from jumpray.errors import user_error
 from jumpray.log import get_logger
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue, plot_selection_curves
@@ -158,6 +161,7 @@ def fit(
     run_name: str | None = None,
     tracker: NoopTracker | None = None,
     fault_injection: dict[str, Any] | None = None,
+    work_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train ``cfg.method.name`` on ``train`` with Ray Train and write OUT/ (see module docstring).
 
@@ -172,6 +176,9 @@ def fit(
             ``cfg.tracking`` and end it here.
         fault_injection: test-only: ``{"rank", "epoch", "batch", "marker"}`` SIGKILLs that worker
             once at that batch (the marker file records that it fired).
+        work_dir: where the resumable state goes (``ray_results/`` unless
+            ``scaling.storage_path``, and the run file); None = ``out_dir``. The jobs pass the
+            run folder here and a staging folder as ``out_dir`` (jumpray.runs).
 
     Returns:
         A :class:`TrainResult`.
@@ -184,9 +191,12 @@ def fit(
         raise RuntimeError("fit() needs a running Ray: call jumpray.ray_utils.init_ray() first")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(work_dir).resolve() if work_dir is not None else out_dir
+    # Config problems that only the data reveals fail here, on the driver, before any worker.
+    check_model_fits(cfg, cfg.num_classes or train.info.num_classes)
     run_name = run_name or f"jumpray-{cfg.method.name}-{uuid.uuid4().hex[:8]}"
-    storage = Path(cfg.scaling.storage_path or out_dir / "ray_results").resolve()
-    _write_json(out_dir / RUN_FILE, {"run_name": run_name, "storage_path": str(storage)})
+    storage = Path(cfg.scaling.storage_path or work_dir / "ray_results").resolve()
+    _write_json(work_dir / RUN_FILE, {"run_name": run_name, "storage_path": str(storage)})
 
     # One store per fit() call: a resumed run gets a fresh store, refilled from the checkpoint
     # (reusing the name could hand back the previous call's store while it is being destroyed).
@@ -207,6 +217,8 @@ def fit(
     start = time.perf_counter()  # fit wall: dataset caching + Ray Train, not the final copy
     loop_config = loop_config_for(cfg, train, has_test=test is not None, store=store)
     loop_config["fault"] = fault_injection
+    queue = make_queue()
+    loop_config["progress_queue"] = queue  # workers report a data/config error through it
     datasets = {"train": _prepare(cfg, train)}
     if test is not None:
         datasets["test"] = _prepare(cfg, test)
@@ -219,7 +231,6 @@ def fit(
         " on GPU" if cfg.scaling.use_gpu else "",
         run_name,
     )
-    queue = make_queue()
     progress = DriverProgress(
         queue, epochs=cfg.train.epochs, tracker=tracker, label=cfg.method.name
     ).start()
@@ -227,14 +238,14 @@ def fit(
         if cfg.scaling.num_workers == 0:
             checkpoint = _fit_in_driver(cfg, loop_config, datasets, storage / run_name, progress)
         else:
-            checkpoint = _fit_ray(cfg, loop_config, datasets, storage, run_name, queue)
+            checkpoint = _fit_ray(cfg, loop_config, datasets, storage, run_name, queue, progress)
     except BaseException as exc:
         progress.stop()
         if own_tracker:
-            tracker.end("FAILED")
-        user = _user_error(exc)
-        if user is not None and user is not exc:
-            raise user from exc
+            tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        user = progress.user_error or user_error(exc)
+        if user is not None and user is not exc and not isinstance(exc, KeyboardInterrupt):
+            raise user from None  # its message is the one paragraph; Ray's wrappers add tracebacks
         raise
     fit_wall = time.perf_counter() - start
     progress.stop()
@@ -270,6 +281,43 @@ def _prepare(cfg: RunConfig, source: ShardSource) -> Any:
     return ds.materialize()
 
 
+def check_model_fits(cfg: RunConfig, num_classes: int) -> None:
+    """Raise the config error a worker would raise for this data (C > 2K), on the driver.
+
+    Raises:
+        ConfigError: naming the ``model.semantic_dim`` values that work.
+    """
+    if cfg.method.name == "jumpteaching":
+        make_codebook(num_classes, cfg.model.semantic_dim)
+
+
+def _trainer_class() -> type:
+    """TorchTrainer without Ray Train's own SIGINT handler.
+
+    Ray Train installs a handler in ``fit()`` that asks the controller to abort and never
+    restores the previous one, so Ctrl-C stops working for the rest of the process (scoring ran
+    to its end). Keeping ours, Ctrl-C raises KeyboardInterrupt in the driver at once;
+    :func:`_fit_ray` then aborts the controller. ``_register_sigint_handler`` is private Ray
+    API: were it renamed, :func:`_fit_ray` still restores our handler after ``fit()``.
+    """
+    from ray.train.torch import TorchTrainer
+
+    class Trainer(TorchTrainer):
+        controller: Any = None
+
+        def _register_sigint_handler(self, controller: Any) -> None:
+            self.controller = controller
+
+        def abort(self) -> None:
+            if self.controller is not None:
+                try:
+                    self.controller.abort.remote()
+                except Exception as exc:  # the controller may be gone already
+                    log.debug("controller abort: %s", exc)
+
+    return Trainer
+
+
 def _fit_ray(
     cfg: RunConfig,
     loop_config: dict[str, Any],
@@ -277,12 +325,11 @@ def _fit_ray(
     storage: Path,
     run_name: str,
     queue: Any,
+    progress: DriverProgress,
 ) -> ray.train.Checkpoint:
-    from ray.train.torch import TorchTrainer
-
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker} | ({"GPU": sc.gpus_per_worker} if sc.use_gpu else {})
-    trainer = TorchTrainer(
+    trainer = _trainer_class()(
         train_fn_per_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
@@ -300,7 +347,18 @@ def _fit_ray(
         datasets=datasets,
         dataset_config=UnequalSplit(preserve_order=cfg.data.preserve_order),
     )
-    result = trainer.fit()
+    # A data or config error in a worker would be retried max_failures times: abort instead.
+    progress.on_user_error = lambda exc: trainer.abort()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        result = trainer.fit()
+    except BaseException:
+        trainer.abort()
+        raise
+    finally:
+        if main and signal.getsignal(signal.SIGINT) is not previous:
+            signal.signal(signal.SIGINT, previous)
     if result.checkpoint is None:
         raise RuntimeError(f"run {run_name} finished without a checkpoint")
     return result.checkpoint
@@ -433,6 +491,8 @@ def _summary(
         "shards": train.info.folder,
         "num_samples": train.info.num_samples,
         "num_classes": state["model_args"]["num_classes"],
+        "image_size": list(train.info.image_hw),
+        "image_size_choice": train.info.image_size_choice,
         "num_workers": cfg.scaling.num_workers,
         "use_gpu": cfg.scaling.use_gpu,
         "epochs": len(history),
@@ -474,21 +534,3 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
-
-
-def _user_error(exc: BaseException) -> JumprayError | None:
-    """The JumprayError a worker raised, found inside Ray's wrappers, or None."""
-    seen: set[int] = set()
-    todo: list[Any] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, JumprayError):
-            return e
-        todo += [getattr(e, "__cause__", None), getattr(e, "cause", None)]
-        failures = getattr(e, "worker_failures", None)
-        if isinstance(failures, dict):
-            todo += list(failures.values())
-    return None

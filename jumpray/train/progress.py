@@ -71,6 +71,9 @@ class DriverProgress:
     ):
         self.queue, self.epochs, self.tracker, self.label = queue, epochs, tracker, label
         self.on_epoch = on_epoch
+        # A worker's data or config error (jumpray.errors), and what to do when one arrives.
+        self.user_error: Exception | None = None
+        self.on_user_error: Callable[[Exception], None] | None = None
         self.history: dict[int, dict[str, float]] = {}
         self.arrivals: list[int] = []  # epochs in report order (a restart shows as a repeat/jump)
         self.arrival_times: list[float] = []  # time.perf_counter() at each arrival
@@ -101,8 +104,14 @@ class DriverProgress:
                 return
             self.handle(item)
 
-    def handle(self, metrics: dict[str, float]) -> None:
-        """Log one epoch's line and metrics."""
+    def handle(self, metrics: dict[str, Any]) -> None:
+        """Log one epoch's line and metrics (or record a worker's reported error)."""
+        if "user_error" in metrics:
+            if self.user_error is None:
+                self.user_error = metrics["user_error"]
+                if self.on_user_error is not None:
+                    self.on_user_error(self.user_error)
+            return
         epoch = int(metrics.get("epoch", len(self.history)))
         self.history[epoch] = metrics
         self.arrivals.append(epoch)

@@ -35,6 +35,7 @@ local context object with the same small interface.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -51,7 +52,7 @@ from torch import Tensor, nn
 from jumpray.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from jumpray.config import RunConfig
 from jumpray.data.augment import make_augmenter
-from jumpray.errors import DataError
+from jumpray.errors import DataError, JumprayError, user_error
 from jumpray.log import get_logger
 from jumpray.train.distributed import (
     Coverage,
@@ -85,6 +86,7 @@ LOOP_KEYS = (
     "has_test",
     "snapshot_store",
     "fault",
+    "progress_queue",
 )
 
 
@@ -170,7 +172,16 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's ``train_loop_per_worker``: see the module docstring."""
     _quiet_ray_report_log()
     cfg = RunConfig.model_validate(loop_config["config"])
-    run_worker(loop_config, RayTrainContext(cfg))
+    try:
+        run_worker(loop_config, RayTrainContext(cfg))
+    except JumprayError as exc:
+        # A data or config error fails the same way on every retry: tell the driver, which
+        # aborts the run instead of letting Ray Train restart it max_failures times.
+        queue = loop_config.get("progress_queue")
+        if queue is not None:
+            with contextlib.suppress(Exception):
+                queue.put_nowait({"user_error": user_error(exc) or exc})
+        raise
 
 
 @dataclass

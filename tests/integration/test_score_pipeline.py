@@ -121,7 +121,8 @@ def test_score_job_rows_quarantine_report_and_clean_shards(tmp_path, ray_cluster
     out = tmp_path / "out"
     args = ["score", "--shards", str(tmp_path / "shards"), "--checkpoint", str(tmp_path / "ckpt")]
     args += ["--out", str(out), "--test-shards", str(tmp_path / "shards")]
-    args += ["data.on_error=skip", "score.num_snapshots=2", "score.batch_size=5"]
+    args += ["data.on_error=skip", "data.max_quarantine_fraction=1", "score.num_snapshots=2"]
+    args += ["score.batch_size=5"]
     args += ["score.formula=prob", "score.threshold=0.3", "clean.gallery_size=4"]
     assert main(args) == 0
 
@@ -172,7 +173,7 @@ def test_score_job_rows_quarantine_report_and_clean_shards(tmp_path, ray_cluster
     from jumpray.data.shards import read_shards
     from jumpray.score.export import write_clean_shards
 
-    source = read_shards(tmp_path / "shards", on_error="skip")
+    source = read_shards(tmp_path / "shards", on_error="skip", max_quarantine_fraction=1.0)
     written = write_clean_shards(
         source, out / "labels.parquet", tmp_path / "clean", relabel=True, min_prob=0.0
     )

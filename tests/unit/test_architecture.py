@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "config": 0,
     "errors": 0,
     "log": 0,
+    "runs": 0,
     "core": 1,
     "data": 2,
     "models": 2,

@@ -36,6 +36,14 @@ def test_tracker_writes_params_metrics_artifacts_to_sqlite(tmp_path):
     assert set(run.data.metrics) == {"loss"}
     assert [m.value for m in client.get_metric_history(t.run_id, "loss")] == [1.0, 0.5, 1.0 / 3]
     assert {a.path for a in client.list_artifacts(t.run_id)} == {"note.txt", "summary.json"}
+    # The run summary says where the run and its artifacts are (issue 11).
+    from jumpray.jobs._run import tracking_lines
+
+    lines = tracking_lines(t, kept_in="o/summary.json")
+    assert lines == [
+        f"  MLflow run {t.run_id} at {uri}",
+        f"  MLflow artifacts: {run.info.artifact_uri}",
+    ]
 
 
 def test_unreachable_server_warns_and_never_raises(monkeypatch):

@@ -64,7 +64,12 @@ def test_clothing1m_documented_command_with_skip_override(tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert "images/0/04/0004.jpg: image does not decode" in capsys.readouterr().err
-    assert main([*argv, "data.on_error=skip"]) == 0
+    # 1 of 4 samples lost is above the default limit (5 %): refused with the counts, no folder.
+    assert main([*argv, "data.on_error=skip"]) == 2
+    err = capsys.readouterr().err
+    assert "of the 4 source samples, 1 (25.0%) are unusable" in err
+    assert "data.max_quarantine_fraction=0.05" in err and not (tmp_path / "train").exists()
+    assert main([*argv, "data.on_error=skip", "data.max_quarantine_fraction=0.5"]) == 0
     index = read_index(tmp_path / "train")
     assert index.num_samples == 3 and index.extra["num_quarantined"] == 1
     [row] = pq.read_table(tmp_path / "train" / "quarantine.parquet").to_pylist()

@@ -74,7 +74,11 @@ def test_key_missing_from_list_raises_or_is_quarantined(tmp_path):
     with pytest.raises(DataError, match="1 keys have no label.*missing.jpg"):
         write_from_list(root / "label" / "noisy_label_kv.txt", out=tmp_path / "a", **kwargs)
     index = write_from_list(
-        root / "label" / "noisy_label_kv.txt", out=tmp_path / "b", on_error="skip", **kwargs
+        root / "label" / "noisy_label_kv.txt",
+        out=tmp_path / "b",
+        on_error="skip",
+        max_quarantine_fraction=1.0,  # a tiny fixture: 1 of 5 lost
+        **kwargs,
     )
     assert index.num_samples == 4
     q = pq.read_table(tmp_path / "b" / "quarantine.parquet").to_pylist()
@@ -115,7 +119,7 @@ def test_from_folder_classes_sorted_bad_image_quarantined_and_noise(tmp_path):
     (root / "ant" / "notes.txt").write_text("ignored")
     with pytest.raises(DataError, match="ant/broken.jpg.*does not decode"):
         write_from_folder(root, out=tmp_path / "a")
-    index = write_from_folder(root, out=tmp_path / "b", on_error="skip")
+    index = write_from_folder(root, out=tmp_path / "b", on_error="skip", max_quarantine_fraction=1)
     assert index.class_names == ["ant", "zebra"] and index.num_samples == 3
     rows = _samples(tmp_path / "b")
     assert [(g, m["source"]) for g, m, _ in rows] == [
@@ -129,7 +133,12 @@ def test_from_folder_classes_sorted_bad_image_quarantined_and_noise(tmp_path):
     assert index.extra["source"]["ignored_files"] == 1
     # pairflip:0.6 over 3 samples of 2 classes: noise needs only labels; the clean label is kept.
     noisy = write_from_folder(
-        root / "zebra" / "..", out=tmp_path / "c", on_error="skip", noise="pairflip:0.6", seed=3
+        root / "zebra" / "..",
+        out=tmp_path / "c",
+        on_error="skip",
+        max_quarantine_fraction=1,
+        noise="pairflip:0.6",
+        seed=3,
     )
     rows = _samples(tmp_path / "c")
     assert [m["clean"] for _, m, _ in rows] == [0, 1, 1]

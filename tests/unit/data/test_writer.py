@@ -14,7 +14,7 @@ from jumpray.data.schema import read_index
 from jumpray.data.sources import write_arrays
 from jumpray.data.tario import TarSampleReader
 from jumpray.data.writer import ShardWriter
-from jumpray.errors import DataError
+from jumpray.errors import DataError, UsageError
 
 from ._build import png_bytes, sample, tiny_images, truncate, write_tar
 
@@ -82,15 +82,25 @@ def test_byte_limit_starts_a_new_shard(tmp_path):
 
 def test_existing_output_refused_then_replaced_with_overwrite(tmp_path):
     out = tmp_path / "ds"
-    out.mkdir()
-    (out / "old.txt").write_text("x")
-    with pytest.raises(DataError, match="already exists.*--overwrite"):
-        ShardWriter(out)
-    with ShardWriter(out, overwrite=True) as w:
+    with ShardWriter(out) as w:
         w.write(b"img", image_format="png", given_label=0)
         w.close(num_classes=1)
-    assert not (out / "old.txt").exists() and (out / "index.json").exists()
+    with pytest.raises(UsageError, match="already exists.*--overwrite"):
+        ShardWriter(out)
+    with ShardWriter(out, overwrite=True, prefix="new") as w:
+        w.write(b"img", image_format="png", given_label=0)
+        w.close(num_classes=1)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index.json",
+        "new-000000.tar",
+        "quarantine.parquet",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    # A folder holding anything else is never replaced, with or without --overwrite.
+    (out / "old.txt").write_text("x")
+    with pytest.raises(UsageError, match=r"did not write \(old.txt\).*not even with --overwrite"):
+        ShardWriter(out, overwrite=True)
+    assert (out / "old.txt").read_text() == "x"
 
 
 def test_failure_mid_write_leaves_no_output_and_no_temp(tmp_path):
@@ -101,7 +111,7 @@ def test_failure_mid_write_leaves_no_output_and_no_temp(tmp_path):
 
 
 def test_skip_quarantines_under_skip_and_raises_under_raise(tmp_path):
-    with ShardWriter(tmp_path / "a", on_error="skip") as w:
+    with ShardWriter(tmp_path / "a", on_error="skip", max_quarantine_fraction=1.0) as w:
         w.skip(source="img/bad.jpg", reason="image does not decode")
         w.write(b"ok", image_format="jpg", given_label=1, clean_label=0, source="img/ok.jpg")
         index = w.close(num_classes=2)

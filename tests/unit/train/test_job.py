@@ -57,7 +57,7 @@ def test_summary_text_shows_the_key_numbers(tmp_path):
 
 def test_a_data_error_raised_in_a_worker_is_unwrapped():
     from jumpray.errors import DataError
-    from jumpray.train.launch import _user_error
+    from jumpray.errors import user_error as _user_error
 
     class TaskError(Exception):  # shaped like ray.exceptions.RayTaskError
         def __init__(self, cause):

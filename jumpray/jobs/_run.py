@@ -1,0 +1,88 @@
+"""The frame every run command (``train``, ``score``, ``clean``) runs in.
+
+:func:`run_session`: the claimed ``--out`` (:mod:`jumpray.runs`) is set up (staging folder, run
+marker), Ray's and MLflow's output go to ``OUT/logs/<command>-<time>.log`` unless ``--verbose``,
+and on the way out: an error or Ctrl-C drops the staged outputs and marks the run ``failed`` /
+``interrupted`` (so re-running the command resumes it); a Ray started here is shut down while the
+log still captures its noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jumpray.log import capture_to, console_is_tty, get_logger
+from jumpray.runs import Claim, RunFolder
+
+__all__ = ["run_session", "RunSession", "tracking_lines"]
+
+log = get_logger(__name__)
+
+
+class RunSession(RunFolder):
+    """A :class:`~jumpray.runs.RunFolder` plus where this run's log went.
+
+    Attributes:
+        log_path: the log file, or None with ``--verbose`` (everything on the console).
+    """
+
+    log_path: Path | None = None
+
+
+def _ray_up() -> bool:
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+@contextlib.contextmanager
+def run_session(claim: Claim, *, verbose: bool = False) -> Iterator[RunSession]:
+    """Begin the run folder, capture the noise, clean up on the way out (module docstring).
+
+    Args:
+        claim: from :func:`jumpray.runs.claim_output`.
+        verbose: leave Ray's output on the console (no log file).
+
+    Yields:
+        The :class:`RunSession`; the caller writes into ``session.staging`` and publishes.
+    """
+    session = RunSession(claim).begin()
+    if claim.resume:
+        log.info("%s: resuming the earlier `jumpray %s` run there", claim.out, claim.command)
+    ray_was_up = _ray_up()
+    if verbose:
+        capture: Any = contextlib.nullcontext()
+        if not console_is_tty():
+            os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    else:
+        session.log_path = session.logs / f"{claim.command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        capture = capture_to(session.log_path)
+    with capture:
+        try:
+            yield session
+        except BaseException as exc:
+            session.abandon(interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
+        finally:
+            if _ray_up() and not ray_was_up:
+                sys.modules["ray"].shutdown()
+
+
+def tracking_lines(tracker: Any, *, kept_in: str) -> list[str]:
+    """The summary's MLflow lines: where the run is and its artifacts, or that nothing was
+    recorded and where the numbers were kept instead."""
+    uri = getattr(tracker, "uri", None)
+    if uri is None:
+        return ["  MLflow: off (tracking.enabled=false)"]
+    if getattr(tracker, "failed", False):
+        return [f"  MLflow: metrics NOT recorded (MLflow unreachable at {uri}); kept in {kept_in}"]
+    lines = [f"  MLflow run {tracker.run_id} at {uri}"]
+    artifacts = getattr(tracker, "artifact_uri", None)
+    if artifacts:
+        lines.append(f"  MLflow artifacts: {artifacts}")
+    return lines

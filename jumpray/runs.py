@@ -1,0 +1,460 @@
+"""Output folders: a command never loses a user's data and never publishes half a result.
+
+Every command that writes a folder claims it first (:func:`claim_output`), before it reads or
+starts anything:
+
+- ``--out`` may not be, contain or lie inside one of the command's sources (``--shards``, a
+  source image folder, ``--root``, a list file...);
+- an existing ``--out`` must be a folder (and not lie under a regular file);
+- a folder holding files jumpray did not write is refused, with or without ``--overwrite``;
+- a folder jumpray wrote is replaced only with ``--overwrite``, except that an unfinished run of
+  the same command on the same inputs is resumed (re-running the command after Ctrl-C continues
+  it) and ``jumpray train --resume`` continues a finished one.
+
+Shard folders are written whole beside ``--out`` and renamed into place
+(:class:`jumpray.data.ShardWriter`). Run folders (``train``, ``score``, ``clean``) keep their work
+state in place (``ray_results/`` for resuming, ``logs/``, :data:`MARKER`) and build their outputs
+in a hidden staging folder inside ``--out``; :meth:`RunFolder.publish` moves them into place at the
+end (the summary file last, Ctrl-C held back meanwhile) and removes what an earlier run left
+that this one did not write. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jumpray.errors import UsageError
+from jumpray.log import get_logger
+
+__all__ = [
+    "MARKER",
+    "LOGS_DIR",
+    "Claim",
+    "RunFolder",
+    "claim_output",
+    "check_sources",
+    "absolute",
+]
+
+log = get_logger(__name__)
+
+MARKER = "jumpray_run.json"
+LOGS_DIR = "logs"
+_STAGING = ".staging-"
+# Work state a run keeps in place between attempts; never published, never removed by publish.
+_WORK = ("jumpray_run.json", "train_run.json", "ray_results", LOGS_DIR)
+# What a run publishes (train, score, clean) and what the demo folder holds.
+_RUN_OUTPUTS = (
+    "checkpoint",
+    "train_summary.json",
+    "config.yaml",
+    "model.pt",
+    "selection_curves.png",
+    "quarantine.parquet",
+    "labels.parquet",
+    "summary.json",
+    "report.html",
+    "report_*.png",
+    "clean-shards",
+)
+_KNOWN = {
+    "run": (*_WORK, *_RUN_OUTPUTS),
+    "demo": ("shards", "clean", *_WORK),
+    "shards": ("index.json", "quarantine.parquet", "*.tar"),
+}
+Kind = Literal["run", "demo", "shards"]
+
+
+def absolute(path: str | Path) -> Path:
+    """``path`` made absolute without resolving symlinks (what the user named)."""
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def _overlap(a: Path, b: Path) -> str | None:
+    """How ``a`` (the output) overlaps ``b`` (a source): 'is', 'contains', 'lies inside', or None."""
+    if a == b:
+        return "is"
+    if a in b.parents:
+        return "contains"
+    if b in a.parents:
+        return "lies inside"
+    return None
+
+
+def check_sources(out: str | Path, sources: Sequence[str | Path | None]) -> None:
+    """Refuse an output folder that is, contains or lies inside a source (None entries skipped).
+
+    Paths are compared both as named and with symlinks resolved.
+
+    Raises:
+        UsageError: naming both paths.
+    """
+    out_paths = {absolute(out), Path(os.path.realpath(out))}
+    for source in sources:
+        if source is None:
+            continue
+        for src in {absolute(source), Path(os.path.realpath(source))}:
+            for o in out_paths:
+                how = _overlap(o, src)
+                if how:
+                    raise UsageError(
+                        f"--out {out} {how} the source {source}: writing there could destroy "
+                        "the data it is made from; choose an --out outside every source"
+                    )
+
+
+def _check_location(out: Path) -> None:
+    """``out`` is a folder or does not exist, and no existing ancestor is a regular file."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; choose a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(
+                    f"--out {out} lies under {parent}, which is a file; choose a folder"
+                )
+            break
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _visible(folder: Path) -> list[str]:
+    """Entry names of ``folder``; hidden ones (``.name``) are never ours to judge or touch."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    path = folder / MARKER
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _legacy_marker(folder: Path) -> dict[str, Any] | None:
+    """What a run folder written before :data:`MARKER` existed holds (a finished run)."""
+    if (folder / "train_run.json").is_file() or (folder / "train_summary.json").is_file():
+        command = "clean" if (folder / "summary.json").is_file() else "train"
+        return {"command": command, "state": "done", "inputs": {}}
+    if (folder / "summary.json").is_file():
+        return {"command": "score", "state": "done", "inputs": {}}
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Claim:
+    """The verdict of :func:`claim_output`.
+
+    Attributes:
+        out: the output folder, absolute.
+        kind: ``run``, ``demo`` or ``shards``.
+        command: the command claiming it.
+        inputs: what the run reads (recorded, compared when resuming).
+        resume: an earlier run of this command is continued.
+        replace: an earlier jumpray output is there and will be replaced when this run publishes.
+        prior: the marker of the earlier run, if any.
+    """
+
+    out: Path
+    kind: Kind
+    command: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    resume: bool = False
+    replace: bool = False
+    prior: dict[str, Any] | None = None
+
+
+def claim_output(
+    out: str | Path,
+    *,
+    command: str,
+    kind: Kind = "run",
+    sources: Sequence[str | Path | None] = (),
+    inputs: Mapping[str, str | Path | None] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    replace_finished: bool = False,
+) -> Claim:
+    """Decide whether ``command`` may write ``out`` (module docstring); creates nothing.
+
+    Args:
+        out: the output folder.
+        command: the command name (``train``, ``clean``, ``shards``...).
+        kind: which files a jumpray folder of this kind holds.
+        sources: folders and files the command reads.
+        inputs: the run's inputs by name (for runs: resuming needs the same ones).
+        overwrite: ``--overwrite``: replace an earlier jumpray output.
+        resume: ``--resume``: continue an earlier run of this command even if it finished.
+        replace_finished: replace a finished run of the same command without ``overwrite``
+            (the demo re-running into its own folder).
+
+    Returns:
+        A :class:`Claim`.
+
+    Raises:
+        UsageError: the folder may not be written; the message names the fix.
+    """
+    out = absolute(out)
+    check_sources(out, sources)
+    _check_location(out)
+    claim = Claim(
+        out=out,
+        kind=kind,
+        command=command,
+        inputs={k: str(absolute(v)) for k, v in (inputs or {}).items() if v is not None},
+    )
+    if not out.exists():
+        if resume:
+            raise UsageError(f"--resume: {out} does not exist (no earlier run wrote to this --out)")
+        return claim
+    entries = _visible(out)
+    foreign = [e for e in entries if not _matches(e, _KNOWN[kind])]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UsageError(
+            f"--out {out} holds files jumpray did not write ({shown}); they are never replaced, "
+            "not even with --overwrite: choose a new or empty folder"
+        )
+    if not entries:
+        if resume:
+            raise UsageError(f"--resume: {out} is empty (no earlier run wrote to this --out)")
+        return claim
+    if kind == "shards":
+        return _claim_shards(claim, overwrite)
+    return _claim_run(claim, overwrite=overwrite, resume=resume, replace_finished=replace_finished)
+
+
+def _claim_shards(claim: Claim, overwrite: bool) -> Claim:
+    out = claim.out
+    index = out / "index.json"
+    try:
+        ours = str(json.loads(index.read_text()).get("format", "")).startswith("jumpray-shards/")
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise UsageError(
+            f"--out {out} exists and is not a shard folder written by jumpray (no index.json "
+            "of ours); it is never replaced, not even with --overwrite: choose a new or empty folder"
+        )
+    if not overwrite:
+        raise UsageError(
+            f"output folder {out} already exists; pass --overwrite to replace it (the old "
+            "folder stays until the new one is complete), or choose another --out"
+        )
+    claim.replace = True
+    return claim
+
+
+def _claim_run(claim: Claim, *, overwrite: bool, resume: bool, replace_finished: bool) -> Claim:
+    out, command = claim.out, claim.command
+    prior = _read_marker(out) or _legacy_marker(out)
+    claim.prior = prior
+    if prior is None:  # known names but no sign of a jumpray run: a user's files, maybe
+        raise UsageError(
+            f"--out {out} is not empty and holds no jumpray run ({MARKER} is missing); "
+            "choose a new or empty folder"
+        )
+    state = prior.get("state")
+    pid = prior.get("pid")
+    if state == "running" and isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid):
+        raise UsageError(
+            f"--out {out} is being written by another jumpray process (pid {pid}); wait for it "
+            "or choose another --out"
+        )
+    same = prior.get("command") == command
+    if same and resume:
+        claim.resume = True
+        return claim
+    unfinished = state != "done"
+    if same and unfinished and not overwrite:
+        if prior.get("inputs", {}) == claim.inputs:
+            claim.resume = True
+            return claim
+        raise UsageError(
+            f"--out {out} holds an unfinished `jumpray {command}` run of other inputs "
+            f"({_describe(prior.get('inputs'))}); re-run that command to resume it, pass "
+            "--overwrite to start over, or choose another --out"
+        )
+    if overwrite or (same and replace_finished):
+        claim.replace = True
+        return claim
+    what = "a finished" if not unfinished else "an unfinished"
+    fix = "pass --overwrite to replace it (its files stay until the new run is complete)"
+    if command == "train" and same:
+        fix += ", --resume to continue it"
+    raise UsageError(
+        f"--out {out} holds {what} `jumpray {prior.get('command') or 'unknown'}` run; "
+        f"{fix}, or choose another --out"
+    )
+
+
+def _describe(inputs: Any) -> str:
+    if not isinstance(inputs, dict) or not inputs:
+        return "unknown"
+    return ", ".join(f"{k} {v}" for k, v in inputs.items())
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C back (recorded, not acted on) while files are renamed into place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class RunFolder:
+    """A claimed run folder: work state in place, outputs staged, published at the end.
+
+    Args:
+        claim: from :func:`claim_output` (kind ``run``).
+    """
+
+    def __init__(self, claim: Claim):
+        self.claim = claim
+        self.out = claim.out
+        self.staging = self.out / f"{_STAGING}{os.getpid()}"
+        self.started = time.time()
+
+    def begin(self) -> RunFolder:
+        """Create OUT, a fresh staging folder and the marker (state ``running``)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        for old in self.out.glob(f"{_STAGING}*"):
+            pid = old.name.removeprefix(_STAGING)
+            if not (pid.isdigit() and _pid_alive(int(pid))) or int(pid) == os.getpid():
+                shutil.rmtree(old, ignore_errors=True)
+        self.staging.mkdir()
+        self._mark("running")
+        return self
+
+    @property
+    def logs(self) -> Path:
+        """OUT/logs/ (created)."""
+        path = self.out / LOGS_DIR
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def final(self, value: Any) -> Any:
+        """``value`` with every staging path in it (strings, nested) turned into its final path."""
+        if isinstance(value, str):
+            return value.replace(str(self.staging), str(self.out))
+        if isinstance(value, Path):
+            return Path(self.final(str(value)))
+        if isinstance(value, dict):
+            return {k: self.final(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.final(v) for v in value)
+        return value
+
+    def publish(self, *, head: str) -> None:
+        """Move every staged output into OUT; ``head`` (the summary file) goes last.
+
+        Paths inside staged JSON files are rewritten to their final place first. With
+        ``claim.replace``, outputs of the earlier run that this run did not write are removed
+        (and Ray Train runs other than the current one under ``ray_results/``).
+        """
+        self._rewrite_json()
+        staged = sorted(p.name for p in self.staging.iterdir())
+        with _sigint_held() as held:
+            (self.out / head).unlink(missing_ok=True)
+            if self.claim.replace:
+                self._remove_stale(set(staged))
+            for name in [n for n in staged if n != head] + [n for n in staged if n == head]:
+                _replace(self.staging / name, self.out / name)
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self._mark("done")
+        if held:
+            log.warning("Ctrl-C arrived while the outputs were being published; they are complete")
+
+    def abandon(self, *, interrupted: bool) -> None:
+        """Drop the staged outputs; mark the run ``interrupted`` or ``failed`` (OUT keeps its
+        published files and work state, so re-running the command resumes)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._mark("interrupted" if interrupted else "failed")
+
+    def _rewrite_json(self) -> None:
+        old, new = str(self.staging), str(self.out)
+        for path in self.staging.rglob("*.json"):
+            if path.stat().st_size > 16 * 1024**2:
+                continue
+            text = path.read_text()
+            if old in text:
+                # The JSON-escaped form of a path is the path itself unless it holds \ or ".
+                path.write_text(text.replace(old, new))
+
+    def _remove_stale(self, staged: set[str]) -> None:
+        for name in _visible(self.out):
+            if name in staged or _matches(name, _WORK) or not _matches(name, _KNOWN["run"]):
+                continue
+            _remove(self.out / name)
+        current = None
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            current = json.loads((self.out / "train_run.json").read_text())["run_name"]
+        results = self.out / "ray_results"
+        if current and results.is_dir():
+            for run in results.iterdir():
+                if run.name != current:
+                    _remove(run)
+
+    def _mark(self, state: str) -> None:
+        body = {
+            "command": self.claim.command,
+            "state": state,
+            "inputs": self.claim.inputs,
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        path = self.out / MARKER
+        tmp = path.with_name(f".{MARKER}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(body, indent=1) + "\n")
+        os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; an existing ``dst`` folder is moved aside first, then removed."""
+    if dst.is_dir() and not dst.is_symlink():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
