@@ -38,6 +38,7 @@ import ray.data
 from jumpray.checkpoint import load_checkpoint
 from jumpray.config import RunConfig, ScoreConfig
 from jumpray.data.shards import ShardSource
+from jumpray.data.writer import ProgressLog
 from jumpray.errors import ConfigError, DataError
 from jumpray.log import get_logger
 from jumpray.score.decide import Decision
@@ -323,6 +324,7 @@ def score_shards(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     schema = labels_schema(source.info.has_clean_labels)
     rows, first = 0, None
+    progress = ProgressLog("samples scored", source.info.rows_in)
     start = time.perf_counter()
     log.info(
         "scoring %s with snapshots of epochs %s: %d actor(s) x %g CPU%s, batch %d, %s/%s",
@@ -347,6 +349,7 @@ def score_shards(
                 if stats is not None:
                     stats.update(batch)
                 rows += n
+                progress.update(n)
         num_quarantined = source.check_counts(rows)
         os.replace(tmp, path)
     except BaseException:
