@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["get_logger", "setup_logging", "capture_to", "echo", "console_is_tty"]
+__all__ = ["get_logger", "setup_logging", "capture_to", "echo", "console_is_tty", "alias_path"]
 
 _FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
 
@@ -31,8 +31,33 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-class _ConsoleHandler(logging.StreamHandler):
-    """A stream handler that writes to jumpray's console stderr of the moment."""
+# Path prefixes shown under another name (a run's staging folder under the folder it is published
+# to, so a log line names the place the user will find the file).
+_aliases: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def alias_path(shown_as: str | Path, path: str | Path) -> Iterator[None]:
+    """While active, jumpray's log lines show ``path`` (a prefix) as ``shown_as``."""
+    _aliases[str(path)] = str(shown_as)
+    try:
+        yield
+    finally:
+        _aliases.pop(str(path), None)
+
+
+class _AliasingHandler(logging.StreamHandler):
+    """A stream handler that applies :func:`alias_path` to each line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for old, new in _aliases.items():
+            text = text.replace(old, new)
+        return text
+
+
+class _ConsoleHandler(_AliasingHandler):
+    """Writes to jumpray's console stderr of the moment."""
 
     _jumpray = True
 
@@ -111,7 +136,7 @@ def capture_to(path: str | Path) -> Iterator[Path]:
     err, close_err = _own_stream(sys.stderr, 2)
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     log_file = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
-    to_file = logging.StreamHandler(log_file)
+    to_file = _AliasingHandler(log_file)
     to_file.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     jumpray_log = logging.getLogger("jumpray")
     # Colour codes in a file are noise (Ray colours the prefix of forwarded worker lines).

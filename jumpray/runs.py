@@ -7,9 +7,10 @@ starts anything:
   source image folder, ``--root``, a list file...);
 - an existing ``--out`` must be a folder (and not lie under a regular file);
 - a folder holding files jumpray did not write is refused, with or without ``--overwrite``;
-- a folder jumpray wrote is replaced only with ``--overwrite``, except that an unfinished run of
-  the same command on the same inputs is resumed (re-running the command after Ctrl-C continues
-  it) and ``jumpray train --resume`` continues a finished one.
+- a folder jumpray wrote is replaced only with ``--overwrite``, except that a run of the same
+  command on the same inputs that was interrupted (Ctrl-C, or killed) is resumed by re-running the
+  command, a failed run that published nothing is simply started over, and
+  ``jumpray train --resume`` continues a finished run.
 
 Shard folders are written whole beside ``--out`` and renamed into place
 (:class:`jumpray.data.ShardWriter`). Run folders (``train``, ``score``, ``clean``) keep their work
@@ -245,6 +246,8 @@ def claim_output(
         return claim
     if kind == "shards":
         return _claim_shards(claim, overwrite)
+    if kind == "demo":  # only the demo's own shards/ and clean/, each guarded on its own
+        return claim
     return _claim_run(claim, overwrite=overwrite, resume=resume, replace_finished=replace_finished)
 
 
@@ -289,8 +292,14 @@ def _claim_run(claim: Claim, *, overwrite: bool, resume: bool, replace_finished:
     if same and resume:
         claim.resume = True
         return claim
-    unfinished = state != "done"
-    if same and unfinished and not overwrite:
+    # Interrupted (Ctrl-C) or killed while running: re-running the same command continues it.
+    resumable = state in ("interrupted", "running")
+    if resumable and not overwrite:
+        if not same:
+            raise UsageError(
+                f"--out {out} holds an unfinished `jumpray {prior.get('command')}` run; re-run "
+                "that command to resume it, pass --overwrite to replace it, or choose another --out"
+            )
         if prior.get("inputs", {}) == claim.inputs:
             claim.resume = True
             return claim
@@ -299,15 +308,16 @@ def _claim_run(claim: Claim, *, overwrite: bool, resume: bool, replace_finished:
             f"({_describe(prior.get('inputs'))}); re-run that command to resume it, pass "
             "--overwrite to start over, or choose another --out"
         )
-    if overwrite or (same and replace_finished):
+    published = [e for e in _visible(out) if not _matches(e, _WORK)]
+    # A failed run published nothing: starting over loses nothing.
+    if overwrite or (same and replace_finished) or not published:
         claim.replace = True
         return claim
-    what = "a finished" if not unfinished else "an unfinished"
     fix = "pass --overwrite to replace it (its files stay until the new run is complete)"
     if command == "train" and same:
         fix += ", --resume to continue it"
     raise UsageError(
-        f"--out {out} holds {what} `jumpray {prior.get('command') or 'unknown'}` run; "
+        f"--out {out} holds a finished `jumpray {prior.get('command') or 'unknown'}` run; "
         f"{fix}, or choose another --out"
     )
 

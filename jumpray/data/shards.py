@@ -261,9 +261,9 @@ def choose_image_size(
     side = int(min(max(short[len(short) // 2], 8), MAX_CHOSEN_SIZE))
     lo, hi = min(short), max(max(h, w) for _, h, w in shapes)
     note = (
-        f"{side}x{side}, chosen from the data: the images have mixed sizes ({lo} to {hi} pixels "
-        f"a side in {len(shapes)} sampled); each is resized (shorter side) and centre-cropped to "
-        f"the median shorter side, at most {MAX_CHOSEN_SIZE}; set data.image_size to choose"
+        f"{side}x{side}, chosen from the data (mixed sizes, {lo} to {hi} pixels a side in "
+        f"{len(shapes)} sampled: the median shorter side, at most {MAX_CHOSEN_SIZE}; every image "
+        "is resized and centre-cropped to it; data.image_size=N sets it)"
     )
     return side, (side, side), note
 

@@ -2,7 +2,8 @@
 
 :func:`run_session`: the claimed ``--out`` (:mod:`jumpray.runs`) is set up (staging folder, run
 marker), Ray's and MLflow's output go to ``OUT/logs/<command>-<time>.log`` unless ``--verbose``,
-and on the way out: an error or Ctrl-C drops the staged outputs and marks the run ``failed`` /
+jumpray's log lines name the staged files by the place they are published to, and on the way
+out: an error or Ctrl-C drops the staged outputs and marks the run ``failed`` /
 ``interrupted`` (so re-running the command resumes it); a Ray started here is shut down while the
 log still captures its noise.
 """
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jumpray.log import capture_to, console_is_tty, get_logger
+from jumpray.log import alias_path, capture_to, console_is_tty, get_logger
 from jumpray.runs import Claim, RunFolder
 
 __all__ = ["run_session", "RunSession", "tracking_lines"]
@@ -62,7 +63,7 @@ def run_session(claim: Claim, *, verbose: bool = False) -> Iterator[RunSession]:
     else:
         session.log_path = session.logs / f"{claim.command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
         capture = capture_to(session.log_path)
-    with capture:
+    with capture, alias_path(session.out, session.staging):
         try:
             yield session
         except BaseException as exc:

@@ -5,9 +5,10 @@ cleaned shards then drops good data without a word (1,000 Fashion-MNIST samples,
 accuracy 0.18, every label score between 0.085 and 0.125 around the 0.1 threshold, 44 % flagged
 at precision 0.45). :func:`model_warnings` looks at the summary numbers only (pure):
 
-- **flagged fraction**: above :data:`MAX_FLAGGED_FRACTION` (0.5). With more than half the labels
-  wrong a label is no longer the majority of its class and no method can tell right from wrong;
-  web-crawled data is 20-40 % wrong (README), and the demo's sym:0.4 flags about 0.39;
+- **flagged fraction**: above :data:`MAX_FLAGGED_FRACTION` (0.6). Web-crawled data is 20-40 %
+  wrong (README); the demo's sym:0.4 flags about 0.39 and the harshest benchmark noise,
+  pairflip:0.45, about 0.49 (README's bench table: recall 0.804 x 0.45 / precision 0.736); the
+  issue's undertrained run flagged 0.725 against a true 0.40;
 - **test accuracy near chance**: below chance + :data:`CHANCE_MARGIN` (1/4) of the way from
   chance to 1, that is below 0.325 for 10 classes (the useless model above: 0.18; the demo:
   about 0.81);
@@ -36,7 +37,7 @@ __all__ = [
     "MAX_CROWDED",
 ]
 
-MAX_FLAGGED_FRACTION = 0.5
+MAX_FLAGGED_FRACTION = 0.6
 CHANCE_MARGIN = 0.25
 CROWD_BAND = 0.05
 MAX_CROWDED = 0.8

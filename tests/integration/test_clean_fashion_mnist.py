@@ -59,3 +59,5 @@ def test_clean_detects_wrong_labels(noise, tmp_path, test_shards, ray_cluster):
         assert s[key] >= floor, (key, s[key], floor)
     # The estimate of the noise rate is in the right region (it over-flags a little).
     assert rate - 0.1 <= s["estimated_noise_rate"] <= rate + 0.2
+    # A model this good gets no caution (issue 11: the useless-model thresholds stay quiet here).
+    assert s["warnings"] == []

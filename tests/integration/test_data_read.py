@@ -224,3 +224,21 @@ def test_bad_input_under_both_policies_and_malicious_pickles(tmp_path, ray_clust
     build.write_tar(none / "c-000000.tar", [build.sample("z0", image=None, cls=0)])
     empty = read_shards(none, on_error="skip", max_quarantine_fraction=1.0)
     assert empty.dataset.take_all() == [] and empty.check_counts(0) == 1
+
+
+def test_folder_wide_failures_fail_with_the_counts_not_exit_0(tmp_path, ray_cluster):
+    """Issue 11, defects 2 and 8: a tar cut in half, or a folder of non-images, under skip."""
+    images = build.tiny_images(200, size=8, seed=3)
+    write_arrays(tmp_path / "cut", images, np.arange(200) % 4, num_classes=4)
+    tar = next((tmp_path / "cut").glob("*.tar"))
+    build.truncate(tar, build.file_size(tar) // 2)
+    with pytest.raises(DataError, match=r"of the 200 samples, \d+ \([45]\d\.\d%\) are unusable"):
+        read_shards(tmp_path / "cut", on_error="skip")
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    rng = np.random.default_rng(0)
+    samples = [build.sample(f"r{i}", image=rng.bytes(300), cls=i % 2) for i in range(20)]
+    build.write_tar(junk / "x-000000.tar", samples)
+    with pytest.raises(DataError, match="none of the 20 images sampled is a readable image"):
+        read_shards(junk, on_error="skip", max_quarantine_fraction=1.0)

@@ -115,3 +115,21 @@ def test_an_unfinished_run_of_the_same_inputs_resumes(tmp_path):
     with pytest.raises(UsageError, match="unfinished `jumpray clean` run"):
         claim_output(out, command="score", inputs={"shards": shards})
     assert claim_output(out, command="clean", inputs={"shards": shards}, overwrite=True).replace
+
+
+def test_a_failed_run_that_published_nothing_is_started_over(tmp_path):
+    out, shards = tmp_path / "o", tmp_path / "s"
+    run = RunFolder(claim_output(out, command="train", inputs={"shards": shards})).begin()
+    run.abandon(interrupted=False)
+    again = claim_output(out, command="train", inputs={"shards": tmp_path / "fixed"})
+    assert again.replace and not again.resume
+
+
+def test_the_demo_folder_holds_only_the_demo(tmp_path):
+    out = tmp_path / "demo-out"
+    (out / "shards").mkdir(parents=True)
+    (out / "clean").mkdir()
+    assert claim_output(out, command="demo", kind="demo").out == out
+    (out / "thesis.pdf").write_text("mine")
+    with pytest.raises(UsageError, match="thesis.pdf"):
+        claim_output(out, command="demo", kind="demo")

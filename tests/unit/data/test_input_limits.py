@@ -9,7 +9,7 @@ import pytest
 
 from jumpray.cli import main
 from jumpray.data.quarantine import check_quarantine_fraction
-from jumpray.data.scan import scan_folder
+from jumpray.data.scan import read_shard_rows, scan_folder
 from jumpray.data.schema import infer_num_classes
 from jumpray.data.shards import choose_image_size
 from jumpray.data.sources import write_from_list
@@ -156,3 +156,19 @@ def test_limit_and_shard_size_are_checked_by_the_parser(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "must be at least 1" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_size_mismatch_suggests_resizing_never_skipping(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    tar = write_tar(
+        folder / "a-000000.tar",
+        [
+            sample("k0", image=png_bytes(IMAGES[0]), cls=0),
+            sample("k1", image=png_bytes(np.zeros((6, 6), np.uint8)), cls=1),
+        ],
+    )
+    with pytest.raises(DataError) as err:
+        list(read_shard_rows(tar, expected_hw=(4, 4), idx_base=0))
+    assert err.value.key == "k1" and "data.image_size=4" in str(err.value)
+    assert "on_error" not in str(err.value)
