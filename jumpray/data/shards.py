@@ -234,12 +234,15 @@ def choose_image_size(
     *,
     configured: int | None,
     index_hw: Sequence[int] | None,
+    configured_by: str = "data.image_size",
 ) -> tuple[int | None, tuple[int, int], str]:
     """The one place that decides the size images are decoded at.
 
     Args:
         shapes: sampled (C, H, W) of the folder's images.
-        configured: ``data.image_size`` (or the training run's size when scoring).
+        configured: ``data.image_size``, or the size a model was trained at (test shards,
+            scoring).
+        configured_by: where ``configured`` came from, for the note.
         index_hw: index.json's ``image_size``: [H, W] when every image has it; None when the
             sizes are mixed or unknown (then the sampled sizes decide).
 
@@ -247,7 +250,7 @@ def choose_image_size(
         (resize_to or None to keep the size, the (H, W) of every row, a sentence saying why).
     """
     if configured is not None:
-        return configured, (configured, configured), f"{configured}x{configured} (data.image_size)"
+        return configured, (configured, configured), f"{configured}x{configured} ({configured_by})"
     if index_hw:
         h, w = int(index_hw[0]), int(index_hw[1])
         return None, (h, w), f"{h}x{w} (every image, by index.json)"
@@ -390,6 +393,7 @@ def read_shards(
 
     cfg = config or DataConfig()
     on_error = on_error or cfg.on_error
+    size_by = "data.image_size" if image_size is None else "the size the model works at"
     image_size = image_size if image_size is not None else cfg.image_size
     channels = channels if channels is not None else cfg.channels
     if materialize is None:
@@ -421,6 +425,7 @@ def read_shards(
         probe.shapes,
         configured=image_size,
         index_hw=index.image_size if index is not None else None,
+        configured_by=size_by,
     )
     expected_hw = hw if image_size is None else None
     sink = _sink_actor(on_error)

@@ -21,7 +21,7 @@ from typing import Any
 from jumpray.log import alias_path, capture_to, console_is_tty, get_logger
 from jumpray.runs import Claim, RunFolder
 
-__all__ = ["run_session", "RunSession", "tracking_lines"]
+__all__ = ["run_session", "RunSession", "tracking_lines", "shown"]
 
 log = get_logger(__name__)
 
@@ -87,3 +87,12 @@ def tracking_lines(tracker: Any, *, kept_in: str) -> list[str]:
     if artifacts:
         lines.append(f"  MLflow artifacts: {artifacts}")
     return lines
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as the console shows it: relative to the working directory when inside it."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -22,7 +22,7 @@ from typing import Any
 
 from jumpray.cli import add_config_arguments
 from jumpray.config import load_config
-from jumpray.jobs._run import tracking_lines
+from jumpray.jobs._run import shown, tracking_lines
 from jumpray.jobs.profiles import FASHION_MNIST_SELECTION
 from jumpray.log import echo, get_logger
 
@@ -111,12 +111,12 @@ def summary_text(s: dict[str, Any], *, out: Path, noise: str, wall_s: float) -> 
         f"  found wrong labels: precision {s['precision']:.3f}, recall {s['recall']:.3f}, "
         f"F1 {s['f1']:.3f} ({s['num_label_issues']} flagged)",
         f"  test accuracy of the model: {s['test_accuracy']:.4f}",
-        f"  cleaned shards: {s['num_kept']} samples kept in {s['clean_shards']}",
+        f"  cleaned shards: {s['num_kept']} samples kept in {shown(s['clean_shards'])}",
         f"  report: {out / 'report.html'}",
         f"  labels: {out / 'labels.parquet'}   summary: {out / 'summary.json'}",
     ]
     if s.get("log_path"):
-        lines.append(f"  log (Ray's output): {s['log_path']}")
+        lines.append(f"  log (Ray's output): {shown(s['log_path'])}")
     tracker = s.get("tracker")
     if tracker is not None and getattr(tracker, "uri", None) and not tracker.failed:
         lines.append(f"  MLflow: mlflow ui --backend-store-uri {tracker.uri}")

@@ -229,7 +229,7 @@ def summary_text(
     tracker: Any = None,
 ) -> str:
     """The one-screen summary of a scoring (or clean) run."""
-    from jumpray.jobs._run import tracking_lines
+    from jumpray.jobs._run import shown, tracking_lines
 
     d = s["decision"]
     lines = [
@@ -249,7 +249,7 @@ def summary_text(
     if "num_kept" in s:
         lines.append(
             f"  cleaned shards: {s['num_kept']} samples ({s['num_relabelled']} relabelled) in "
-            f"{s['clean_shards']}"
+            f"{shown(s['clean_shards'])}"
         )
     if s.get("image_size_choice"):
         lines.append(f"  images: {s['image_size_choice']}")
@@ -259,7 +259,7 @@ def summary_text(
     )
     lines.append(f"  outputs: {out}/labels.parquet, summary.json, quarantine.parquet, report.html")
     if log_path is not None:
-        lines.append(f"  log (Ray's output): {log_path}")
+        lines.append(f"  log (Ray's output): {shown(log_path)}")
     if tracker is not None:
         lines += tracking_lines(tracker, kept_in=f"{out}/summary.json")
     elif s.get("mlflow_run_id"):

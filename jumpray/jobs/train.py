@@ -142,7 +142,7 @@ def summary_text(
     s: dict[str, Any], *, out: Path, log_path: Path | None = None, tracker: Any = None
 ) -> str:
     """The one-screen summary of a finished training run."""
-    from jumpray.jobs._run import tracking_lines
+    from jumpray.jobs._run import shown, tracking_lines
 
     f = s["final"]
     lines = [
@@ -170,7 +170,7 @@ def summary_text(
         f"  outputs: {out}/checkpoint/, train_summary.json, selection_curves.png, model.pt",
     ]
     if log_path is not None:
-        lines.append(f"  log (Ray's output): {log_path}")
+        lines.append(f"  log (Ray's output): {shown(log_path)}")
     if tracker is not None:
         lines += tracking_lines(tracker, kept_in=f"{out}/train_summary.json")
     elif s.get("mlflow_run_id"):
