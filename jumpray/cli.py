@@ -45,7 +45,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every training-type command takes: ``--config FILE`` and ``key=value`` overrides."""
-    parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML config, or the short name of a shipped one (e.g. clothing1m; see configs/)",
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
