@@ -212,8 +212,36 @@ class SnapshotConfig(_Strict):
 
 
 class ScoreConfig(_Strict):
-    """Per-sample scoring with prior snapshots (the clean job)."""
+    """Per-sample scoring with prior snapshots and the label decision (the clean job)."""
 
+    decision: Literal["threshold", "confident"] = Field(
+        "threshold",
+        description="how is_label_issue is decided (jumpray.score.rules.DECISION_RULES): "
+        "threshold = label_score < score.threshold; confident = confident learning "
+        "(per-class thresholds, calibrated confident joint, score.filter_by)",
+    )
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_joint"] = Field(
+        "prune_by_noise_rate",
+        description="decision=confident: which samples the estimated noise counts remove "
+        "(jumpray.score.confident.FILTERS)",
+    )
+    rank_by: Literal["self_confidence", "normalized_margin"] = Field(
+        "self_confidence",
+        description="decision=confident: the label_score and the order of the issues (rank)",
+    )
+    min_examples_per_class: int = Field(
+        1, ge=0, description="decision=confident: each given class keeps at least this many"
+    )
+    exclude_predicted_given: bool = Field(
+        True,
+        description="decision=confident: a sample whose argmax is its given label is never an issue",
+    )
+    top_k: int = Field(
+        10,
+        ge=2,
+        description="the label table keeps each sample's top_k most probable classes and their "
+        "probabilities (exact confident learning when C <= top_k; see jumpray.score.confident)",
+    )
     num_snapshots: int = Field(
         3, ge=1, description="how many of the last snapshots score each sample"
     )

@@ -74,6 +74,7 @@ __all__ = [
     "RANKINGS",
     "THRESHOLD_EPS",
     "ProbBatch",
+    "RankedIssues",
     "ConfidentLearning",
     "top_k",
     "class_thresholds",
@@ -460,6 +461,35 @@ class _TopPerGroup:
         self.worst_idx[self.group[last]] = self.idx[last]
 
 
+class RankedIssues:
+    """The issues of a dataset in order of suspicion: membership and rank by idx.
+
+    Args:
+        idx: (M,) int64 unique sample ids of the issues.
+        quality: (M,) float64 label quality (low = suspicious); ties go to the lower idx.
+    """
+
+    def __init__(self, idx: np.ndarray, quality: np.ndarray):
+        idx = np.asarray(idx, dtype=np.int64)
+        order = np.lexsort((idx, np.asarray(quality, dtype=np.float64)))
+        self.ordered = idx[order]  # most suspicious first
+        by_idx = np.argsort(self.ordered, kind="stable")
+        self._sorted = self.ordered[by_idx]
+        self._rank = (by_idx + 1).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.ordered.size)
+
+    def lookup(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B,) bool "is an issue" and (B,) int64 rank (1 = most suspicious, 0 = not an issue)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if not self._sorted.size:
+            return np.zeros(idx.shape, bool), np.zeros(idx.shape, np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted, idx), self._sorted.size - 1)
+        hit = self._sorted[pos] == idx
+        return hit, np.where(hit, self._rank[pos], 0)
+
+
 class ConfidentLearning:
     """Confident-learning label issues over a stream of :class:`ProbBatch` (module docstring).
 
@@ -502,8 +532,7 @@ class ConfidentLearning:
         self._classes: _TopPerGroup | None = None
         # The issues found so far: idx, label quality, argmax == given.
         self._found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._issue_idx = np.zeros(0, np.int64)  # sorted, for membership
-        self._rank_of = np.zeros(0, np.int64)  # rank of _issue_idx[m]
+        self.issues = RankedIssues(np.zeros(0, np.int64), np.zeros(0))
 
     @property
     def num_passes(self) -> int:
@@ -593,11 +622,7 @@ class ConfidentLearning:
         agrees = np.concatenate([f[2] for f in self._found] or [np.zeros(0, bool)])
         if self.exclude_predicted_given:
             idx, quality = idx[~agrees], quality[~agrees]
-        order = np.lexsort((idx, quality))  # most suspicious (lowest quality) first
-        ranked = idx[order]
-        by_idx = np.argsort(ranked, kind="stable")
-        self._issue_idx = ranked[by_idx]
-        self._rank_of = (by_idx + 1).astype(np.int64)
+        self.issues = RankedIssues(idx, quality)
         self._found = []
         self._cells = self._classes = None
 
@@ -622,30 +647,13 @@ class ConfidentLearning:
             samples that are not issues; ``label_score`` (B,) float64 in [0, 1] (``rank_by``);
             ``class_threshold`` (B,) float64, the threshold of the given class.
         """
-        pos = np.searchsorted(self._issue_idx, batch.idx)
-        pos = np.minimum(pos, max(self._issue_idx.size - 1, 0))
-        hit = (
-            self._issue_idx[pos] == batch.idx
-            if self._issue_idx.size
-            else np.zeros(len(batch), bool)
-        )
+        hit, rank = self.issues.lookup(batch.idx)
         return {
             "is_label_issue": hit,
-            "rank": np.where(hit, self._rank_of[pos] if self._rank_of.size else 0, 0),
+            "rank": rank,
             "label_score": _quality(batch, self.rank_by),
             "class_threshold": self.thresholds[batch.given_label],
         }
-
-    @property
-    def num_issues(self) -> int:
-        """Issues found (after the last pass)."""
-        return int(self._issue_idx.size)
-
-    def ranked_issues(self) -> np.ndarray:
-        """(M,) int64 idx of the issues, most suspicious first."""
-        out = np.empty_like(self._issue_idx)
-        out[self._rank_of - 1] = self._issue_idx
-        return out
 
     def result(self) -> dict[str, Any]:
         """The estimates (numpy arrays): ``thresholds`` (C,), ``given_counts`` (C,),

@@ -132,7 +132,7 @@ def test_streaming_state_by_hand():
     assert np.flatnonzero(out["is_label_issue"]).tolist() == [2, 5, 6]
     assert out["rank"].tolist() == [0, 0, 1, 0, 0, 2, 3, 0]
     np.testing.assert_allclose(out["class_threshold"], np.array(THRESHOLDS)[GIVEN])
-    assert cl.ranked_issues().tolist() == [102, 105, 106]
+    assert cl.issues.ordered.tolist() == [102, 105, 106]
     res = cl.result()
     np.testing.assert_allclose(res["noise_rate_by_class"], [1 / 3, 1 / 3, 1.0, 0.0])
     assert res["noise_rate"] == pytest.approx(0.5)
