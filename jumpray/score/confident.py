@@ -500,7 +500,7 @@ class ConfidentLearning:
 
     Args:
         num_classes: C.
-        filter_by: one of :data:`FILTERS`.
+        filter_by: one of :data:`FILTERS`; None = only the estimates (2 passes, no issues).
         rank_by: one of :data:`RANKINGS` (the label score and the order of the issues).
         min_examples_per_class: each given class keeps at least this many samples.
         exclude_predicted_given: a sample whose argmax is its given label is never an issue.
@@ -513,12 +513,13 @@ class ConfidentLearning:
         self,
         num_classes: int,
         *,
-        filter_by: str = "prune_by_noise_rate",
+        filter_by: str | None = "prune_by_noise_rate",
         rank_by: str = "self_confidence",
         min_examples_per_class: int = 1,
         exclude_predicted_given: bool = True,
     ):
-        _check_choice(filter_by, FILTERS, "filter_by")
+        if filter_by is not None:
+            _check_choice(filter_by, FILTERS, "filter_by")
         _check_choice(rank_by, RANKINGS, "rank_by")
         c = int(num_classes)
         self.num_classes, self.filter_by, self.rank_by = c, filter_by, rank_by
@@ -537,8 +538,8 @@ class ConfidentLearning:
 
     @property
     def num_passes(self) -> int:
-        """2 for ``confident_joint``, 3 for the pruning filters."""
-        return 2 if self.filter_by == "confident_joint" else 3
+        """2 for ``confident_joint`` (and estimates only), 3 for the pruning filters."""
+        return 2 if self.filter_by in (None, "confident_joint") else 3
 
     def observe(self, pass_index: int, batch: ProbBatch) -> None:
         """Feed one batch to pass ``pass_index`` (0 = thresholds, 1 = joint, 2 = pruning)."""
@@ -607,7 +608,7 @@ class ConfidentLearning:
             self._finish()
 
     def _start_pruning(self) -> None:
-        if self.filter_by == "confident_joint":
+        if self.filter_by in (None, "confident_joint"):
             return
         off = self.prune.copy()
         np.fill_diagonal(off, 0)
@@ -617,7 +618,7 @@ class ConfidentLearning:
             self._classes = _TopPerGroup(off.sum(axis=1))
 
     def _finish(self) -> None:
-        if self.filter_by != "confident_joint":
+        if self.filter_by not in (None, "confident_joint"):
             self._collect_pruned()
         idx = np.concatenate([f[0] for f in self._found] or [np.zeros(0, np.int64)])
         quality = np.concatenate([f[1] for f in self._found] or [np.zeros(0)])

@@ -15,7 +15,8 @@ Registered rules (:data:`DECISION_RULES`):
   calibrated confident joint, and ``score.filter_by``; the label score is ``score.rank_by``.
 
 Both rank the issues by label score, lowest first (ties: lower idx); ``rank`` is 1 for the most
-suspicious issue and 0 for rows that are not issues (null in the Parquet table).
+suspicious issue and 0 for rows that are not issues (null in the Parquet table). Both report
+confident learning's noise estimates (per-class thresholds, noise matrix, per-class noise rates).
 """
 
 from __future__ import annotations
@@ -60,29 +61,41 @@ class LabelRule(Protocol):
 class ThresholdRule:
     """One global threshold on the scorer's ``label_score`` (the pre-confident-learning rule).
 
+    The noise estimates (per-class thresholds, noise matrix, per-class noise rates) still come from
+    confident learning over the same rows, when they carry the top-k columns.
+
     Args:
         num_classes: C.
         threshold: ``is_label_issue = label_score < threshold``.
     """
 
     name = "threshold"
-    num_passes = 1
+    num_passes = 2
 
     def __init__(self, num_classes: int, *, threshold: float = 0.1):
         self.num_classes, self.threshold = int(num_classes), float(threshold)
         self._found: list[tuple[np.ndarray, np.ndarray]] = []
         self.issues = RankedIssues(np.zeros(0, np.int64), np.zeros(0))
+        self.estimate = ConfidentLearning(num_classes, filter_by=None)
+        self._estimated = True
 
     def observe(self, pass_index: int, batch: Batch) -> None:
-        """Pass 0: remember the flagged rows' idx and score (for the ranks)."""
-        score = np.asarray(batch["label_score"], dtype=np.float64)
-        flagged = score < self.threshold
-        self._found.append((np.asarray(batch["idx"], np.int64)[flagged], score[flagged]))
+        """Pass 0: remember the flagged rows (for the ranks); passes 0-1: the noise estimate."""
+        if pass_index == 0:
+            score = np.asarray(batch["label_score"], dtype=np.float64)
+            flagged = score < self.threshold
+            self._found.append((np.asarray(batch["idx"], np.int64)[flagged], score[flagged]))
+        if "top_labels" in batch:
+            self.estimate.observe(pass_index, ProbBatch.from_columns(batch))
+        else:
+            self._estimated = False
 
     def end_pass(self, pass_index: int) -> None:
-        idx = np.concatenate([f[0] for f in self._found] or [np.zeros(0, np.int64)])
-        score = np.concatenate([f[1] for f in self._found] or [np.zeros(0)])
-        self.issues, self._found = RankedIssues(idx, score), []
+        if pass_index == 0:
+            idx = np.concatenate([f[0] for f in self._found] or [np.zeros(0, np.int64)])
+            score = np.concatenate([f[1] for f in self._found] or [np.zeros(0)])
+            self.issues, self._found = RankedIssues(idx, score), []
+        self.estimate.end_pass(pass_index)
 
     def decide(self, batch: Batch) -> dict[str, np.ndarray]:
         score = np.asarray(batch["label_score"], dtype=np.float64)
@@ -98,7 +111,7 @@ class ThresholdRule:
         return {"threshold": self.threshold}
 
     def result(self) -> dict[str, Any]:
-        return {}
+        return _estimates(self.estimate) if self._estimated else {}
 
 
 class ConfidentRule:
@@ -149,20 +162,24 @@ class ConfidentRule:
         }
 
     def result(self) -> dict[str, Any]:
-        """JSON-ready estimates: ``class_thresholds`` (None for a class without samples),
-        ``estimated_noise_matrix`` (rows = true class, columns = given label),
-        ``estimated_noise_rate_by_class`` (wrong fraction of each given class),
-        ``estimated_joint_noise_rate`` (1 - trace of the joint), ``confident_joint``."""
-        r = self.cl.result()
-        return {
-            "class_thresholds": [
-                round(float(t), 6) if np.isfinite(t) else None for t in r["thresholds"]
-            ],
-            "estimated_noise_matrix": r["noise_matrix"].round(4).tolist(),
-            "estimated_noise_rate_by_class": r["noise_rate_by_class"].round(4).tolist(),
-            "estimated_joint_noise_rate": round(r["noise_rate"], 6),
-            "confident_joint": r["confident_joint"].tolist(),
-        }
+        return _estimates(self.cl)
+
+
+def _estimates(cl: ConfidentLearning) -> dict[str, Any]:
+    """JSON-ready estimates: ``class_thresholds`` (None for a class without samples),
+    ``estimated_noise_matrix`` (rows = true class, columns = given label),
+    ``estimated_noise_rate_by_class`` (wrong fraction of each given class),
+    ``estimated_joint_noise_rate`` (1 - trace of the joint), ``confident_joint``."""
+    r = cl.result()
+    return {
+        "class_thresholds": [
+            round(float(t), 6) if np.isfinite(t) else None for t in r["thresholds"]
+        ],
+        "estimated_noise_matrix": r["noise_matrix"].round(4).tolist(),
+        "estimated_noise_rate_by_class": r["noise_rate_by_class"].round(4).tolist(),
+        "estimated_joint_noise_rate": round(r["noise_rate"], 6),
+        "confident_joint": r["confident_joint"].tolist(),
+    }
 
 
 DECISION_RULES: dict[str, type[ThresholdRule] | type[ConfidentRule]] = {

@@ -43,12 +43,14 @@ def test_unknown_rule_lists_the_choices():
 
 def test_threshold_rule_flags_and_ranks_by_score():
     rule = make_rule("threshold", num_classes=2, threshold=0.3)
-    assert isinstance(rule, ThresholdRule) and rule.num_passes == 1
+    assert isinstance(rule, ThresholdRule) and rule.num_passes == 2
     a = {"idx": np.array([5, 6, 7]), "label_score": np.array([0.2, 0.9, 0.05])}
     b = {"idx": np.array([1, 2]), "label_score": np.array([0.2, 0.31])}
-    for batch in (a, b):
-        rule.observe(0, batch)
-    rule.end_pass(0)
+    for p in range(rule.num_passes):
+        for batch in (a, b):
+            rule.observe(p, batch)
+        rule.end_pass(p)
+    assert rule.result() == {}  # rows without probabilities: no noise estimate
     # issues: 7 (.05), then 1 and 5 (.2, tie: lower idx first)
     np.testing.assert_array_equal(rule.decide(a)["rank"], [3, 0, 1])
     np.testing.assert_array_equal(rule.decide(b)["rank"], [2, 0])
@@ -171,3 +173,25 @@ def test_a_failed_final_write_leaves_no_table(tmp_path):
             first_pass=0,
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.parquet"]
+
+
+def test_threshold_rule_reports_the_confident_learning_estimates(tmp_path):
+    n, c = 300, 4
+    rows = _rows(n, c, k=c, seed=3)
+    _write_raw(tmp_path / "r.parquet", rows, parts=3, k=c)
+    rule = make_rule("threshold", num_classes=c, threshold=0.1)
+    decide_table(
+        tmp_path / "r.parquet",
+        tmp_path / "labels.parquet",
+        rule,
+        schema=labels_schema(has_clean_labels=True, top_k=c),
+        first_pass=0,
+    )
+    probs = rows["_probs"].astype(np.float32).astype(np.float64)
+    est = rule.result()
+    np.testing.assert_allclose(
+        est["class_thresholds"], class_thresholds(rows["given_label"], probs), atol=1e-6
+    )
+    assert np.asarray(est["estimated_noise_matrix"]).shape == (c, c)
+    table = pq.read_table(tmp_path / "labels.parquet")
+    assert table.column("is_label_issue").to_pylist() == (rows["label_score"] < 0.1).tolist()
