@@ -9,12 +9,15 @@ The adapter between the pure scorer and Ray (ray-stack-notes §2(d), §3 gotchas
 - ``map_batches(ScoreActor, compute=ActorPoolStrategy(size=score.num_actors),
   num_cpus=score.cpus_per_actor, num_gpus=score.gpus_per_actor, batch_size=score.batch_size)``;
   the actors return the label columns only (the image is dropped inside the actor);
-- the driver iterates the result block by block, appending each to ``labels.parquet`` (a temporary
-  name, renamed when complete) and to the streaming :class:`~jumpray.score.summary.LabelStats`:
-  memory stays flat in the dataset size (no collecting, no sort). Rows are in the order blocks
-  finish, not idx order;
-- once the dataset is consumed, rows + quarantined = rows in is checked
-  (:meth:`~jumpray.data.ShardSource.check_counts`).
+- the driver iterates the result block by block, appending each to a raw table beside
+  ``labels.parquet`` while the decision (``score.decision``, :mod:`jumpray.score.rules`) observes
+  its first pass; once the dataset is consumed, rows + quarantined = rows in is checked
+  (:meth:`~jumpray.data.ShardSource.check_counts`);
+- :func:`jumpray.score.table.decide_table` runs the decision's other passes over the raw table and
+  writes the final ``labels.parquet`` (temporary name, renamed when complete), feeding the
+  streaming :class:`~jumpray.score.summary.LabelStats`: memory stays flat in the dataset size
+  (no collecting, no sort; the decision keeps O(C^2) numbers and its issues). Rows are in the
+  order blocks finish, not idx order.
 
 On a 2-core machine the actors must leave one CPU to Ray Data's read tasks, else the read never
 runs and the job hangs (gotcha 1): :func:`check_resources` refuses such settings with the fix.
@@ -24,70 +27,45 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import ray.data
 
 from jumpray.checkpoint import load_checkpoint
 from jumpray.config import RunConfig, ScoreConfig
+from jumpray.core import SampleHistory
 from jumpray.data.shards import ShardSource
 from jumpray.data.writer import ProgressLog
 from jumpray.errors import ConfigError, DataError
 from jumpray.log import get_logger
 from jumpray.score.decide import Decision
+from jumpray.score.rules import LabelRule, make_rule
 from jumpray.score.scorer import Scorer, ScorerSpec
+from jumpray.score.sources import HISTORY_FORMULAS, blend_scores, history_columns, training_scores
 from jumpray.score.summary import LabelStats
+from jumpray.score.table import decide_table, labels_schema, to_table
 
 __all__ = [
     "ScoreActor",
     "SnapshotSet",
     "ScoreRun",
-    "LABELS_SCHEMA",
     "build_spec",
+    "build_rule",
     "snapshots_from_checkpoint",
     "snapshots_from_refs",
+    "load_sample_history",
     "check_resources",
     "score_shards",
     "evaluate_accuracy",
 ]
 
 log = get_logger(__name__)
-
-_BASE_FIELDS = [
-    pa.field("key", pa.string()),
-    pa.field("shard", pa.string()),
-    pa.field("idx", pa.int64()),
-    pa.field("given_label", pa.int64()),
-    pa.field("predicted_label", pa.int64()),
-    pa.field("label_score", pa.float64()),
-    pa.field("is_label_issue", pa.bool_()),
-    pa.field("prob_given", pa.float64()),
-    pa.field("pred_prob", pa.float64()),
-    pa.field("margin", pa.float64()),
-    pa.field("bit_loss_mean", pa.float64()),
-    pa.field("bit_loss_var", pa.float64()),
-    pa.field("semantic_prob", pa.float64()),
-    pa.field("votes", pa.int64()),
-]
-# labels.parquet (CONTRACT §3); ``clean_label`` (null where unknown) is added when the shards
-# carry clean labels.
-LABELS_SCHEMA = pa.schema(_BASE_FIELDS)
-
-
-def labels_schema(has_clean_labels: bool) -> pa.Schema:
-    """The labels.parquet schema, with ``clean_label`` after ``given_label`` when known."""
-    if not has_clean_labels:
-        return LABELS_SCHEMA
-    fields = list(_BASE_FIELDS)
-    fields.insert(4, pa.field("clean_label", pa.int64()))
-    return pa.schema(fields)
 
 
 class ScoreActor:
@@ -134,6 +112,7 @@ class SnapshotSet:
     data: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: str | None = None
 
 
 def snapshots_from_checkpoint(folder: str | Path, num_snapshots: int) -> SnapshotSet:
@@ -163,6 +142,7 @@ def snapshots_from_checkpoint(folder: str | Path, num_snapshots: int) -> Snapsho
         data=dict(state["data"]),
         config=dict(state.get("config") or {}),
         history=list(state.get("history") or []),
+        checkpoint=str(folder),
     )
 
 
@@ -183,7 +163,27 @@ def snapshots_from_refs(
         data=dict(state["data"]),
         config=dict(state.get("config") or {}),
         history=list(state.get("history") or []),
+        checkpoint=str(checkpoint),
     )
+
+
+def load_sample_history(snaps: SnapshotSet) -> SampleHistory:
+    """The per-sample training history saved in the snapshots' checkpoint.
+
+    Raises:
+        ConfigError: the checkpoint has none (not Jump-teaching, or written before it existed).
+    """
+    state = load_checkpoint(snaps.checkpoint) if snaps.checkpoint else {}
+    saved = (state.get("method") or {}).get("history")
+    if saved is None:
+        raise ConfigError(
+            "score.source: the checkpoint holds no per-sample training history (only Jump-teaching "
+            "runs of this version record one); use score.source=snapshots"
+        )
+    n, k = (int(d) for d in saved["top_labels"].shape)
+    history = SampleHistory(n, int(saved["num_classes"]), top_k=k)
+    history.load_state_dict(saved)
+    return history
 
 
 def build_spec(cfg: RunConfig, snaps: SnapshotSet) -> ScorerSpec:
@@ -205,7 +205,22 @@ def build_spec(cfg: RunConfig, snaps: SnapshotSet) -> ScorerSpec:
         max_mean_bit_loss=sel.max_mean_bit_loss,
         code_clamp=sel.code_clamp,
         decision=decision,
+        top_k=cfg.score.top_k,
     )
+
+
+def build_rule(score: ScoreConfig, num_classes: int) -> LabelRule:
+    """The label decision named by ``score.decision``, with its ``score.*`` parameters."""
+    if score.decision == "threshold":
+        params: dict[str, Any] = {"threshold": score.threshold}
+    else:
+        params = {
+            "filter_by": score.filter_by,
+            "rank_by": score.rank_by,
+            "min_examples_per_class": score.min_examples_per_class,
+            "exclude_predicted_given": score.exclude_predicted_given,
+        }
+    return make_rule(score.decision, num_classes=num_classes, **params)
 
 
 def check_resources(score: ScoreConfig) -> None:
@@ -254,19 +269,6 @@ def _scored_dataset(source: ShardSource, snaps: SnapshotSet, spec: ScorerSpec, s
     )
 
 
-def _to_table(batch: Mapping[str, np.ndarray], schema: pa.Schema) -> pa.Table:
-    cols = []
-    for f in schema:
-        values = np.asarray(batch[f.name])
-        if f.name == "clean_label":
-            cols.append(pa.array(values, type=f.type, mask=values < 0))
-        elif pa.types.is_string(f.type):
-            cols.append(pa.array(values.tolist(), type=f.type))
-        else:
-            cols.append(pa.array(values, type=f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
 @dataclass
 class ScoreRun:
     """What :func:`score_shards` did.
@@ -279,6 +281,8 @@ class ScoreRun:
         samples_per_s: num_rows / wall_s.
         first_block_s: seconds until the first scored block arrived (actor start-up, weight
             fetch, first read): the fixed cost inside ``wall_s``.
+        decide_s: seconds of the decision passes and the final write (inside ``wall_s``).
+        decision: the rule's name, parameters and estimates (for summary.json).
     """
 
     labels_path: Path
@@ -287,10 +291,39 @@ class ScoreRun:
     wall_s: float
     samples_per_s: float
     first_block_s: float = 0.0
+    decide_s: float = 0.0
+    decision: dict[str, Any] = field(default_factory=dict)
 
 
 def _blocks(ds) -> Iterator[dict[str, np.ndarray]]:
     yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+
+
+def _rows(source: ShardSource, snaps: SnapshotSet, cfg: RunConfig, k: int):
+    """The scored row blocks for ``score.source`` (:mod:`jumpray.score.sources`)."""
+    score = cfg.score
+    if (
+        score.source == "training"
+        and score.decision == "threshold"
+        and score.formula not in HISTORY_FORMULAS
+    ):
+        raise ConfigError(
+            f"score.formula={score.formula} needs a scoring pass; with score.source=training "
+            f"use one of {', '.join(HISTORY_FORMULAS)}"
+        )
+    if score.source == "training":
+        history = load_sample_history(snaps)
+        for batch in _blocks(source.dataset.drop_columns(["image"])):
+            hist = history_columns(history, batch["idx"], k=k)
+            yield dict(batch) | training_scores(batch, hist, formula=score.formula)
+        return
+    history = load_sample_history(snaps) if score.source == "both" else None
+    for batch in _blocks(_scored_dataset(source, snaps, build_spec(cfg, snaps), score)):
+        if history is None:
+            yield dict(batch) | {"train_clean_rate": np.full(len(batch["idx"]), np.nan)}
+        else:
+            hist = history_columns(history, batch["idx"], k=k)
+            yield blend_scores(batch, hist, formula=score.formula)
 
 
 def score_shards(
@@ -317,47 +350,68 @@ def score_shards(
         ConfigError: resources or decision settings that cannot work.
         DataError: a bad sample under ``data.on_error=raise``, or a broken count invariant.
     """
-    spec = build_spec(cfg, snaps)
-    ds = _scored_dataset(source, snaps, spec, cfg.score)
+    num_classes = int(snaps.model_args["num_classes"])
+    rule = build_rule(cfg.score, num_classes)
     path = Path(labels_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    schema = labels_schema(source.info.has_clean_labels)
+    raw = path.with_name(f".{path.stem}.raw-{os.getpid()}.parquet")
+    has_clean = source.info.has_clean_labels
+    k = min(cfg.score.top_k, num_classes)
+    raw_schema = labels_schema(has_clean_labels=has_clean, top_k=k, decided=False)
     rows, first = 0, None
     progress = ProgressLog("samples scored", source.info.rows_in)
     start = time.perf_counter()
     log.info(
-        "scoring %s with snapshots of epochs %s: %d actor(s) x %g CPU%s, batch %d, %s/%s",
+        "scoring %s (source %s, snapshots of epochs %s): %d actor(s) x %g CPU%s, batch %d, "
+        "decision %s",
         source.info.folder,
+        cfg.score.source,
         snaps.epochs,
         cfg.score.num_actors,
         cfg.score.cpus_per_actor,
         f" + {cfg.score.gpus_per_actor:g} GPU" if cfg.score.gpus_per_actor else "",
         cfg.score.batch_size,
-        cfg.score.formula,
-        cfg.score.combine,
+        rule.name,
     )
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for batch in _blocks(ds):
+        with pq.ParquetWriter(raw, raw_schema) as writer:
+            for batch in _rows(source, snaps, cfg, k):
                 n = len(batch["idx"])
                 if not n:
                     continue
                 if first is None:
                     first = time.perf_counter() - start
-                writer.write_table(_to_table(batch, schema))
-                if stats is not None:
-                    stats.update(batch)
+                writer.write_table(to_table(batch, raw_schema))
+                rule.observe(0, batch)
                 rows += n
                 progress.update(n)
         num_quarantined = source.check_counts(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        rule.end_pass(0)
+        t_decide = time.perf_counter()
+        decide_table(
+            raw,
+            path,
+            rule,
+            schema=labels_schema(has_clean_labels=has_clean, top_k=k),
+            stats=stats,
+        )
+        decide_s = time.perf_counter() - t_decide
+    finally:
+        raw.unlink(missing_ok=True)
     wall = time.perf_counter() - start
-    log.info("scored %d samples in %.1f s (%.0f/s) -> %s", rows, wall, rows / max(wall, 1e-9), path)
-    return ScoreRun(path, rows, num_quarantined, wall, rows / max(wall, 1e-9), first or 0.0)
+    log.info(
+        "scored %d samples in %.1f s (%.0f/s; decision %s %.1f s) -> %s",
+        rows,
+        wall,
+        rows / max(wall, 1e-9),
+        rule.name,
+        decide_s,
+        path,
+    )
+    decision = {"name": rule.name, "source": cfg.score.source, **rule.params(), **rule.result()}
+    return ScoreRun(
+        path, rows, num_quarantined, wall, rows / max(wall, 1e-9), first or 0.0, decide_s, decision
+    )
 
 
 def evaluate_accuracy(source: ShardSource, snaps: SnapshotSet, cfg: RunConfig) -> float:

@@ -101,6 +101,7 @@ def test_two_workers_survive_a_kill_with_consistent_flags(ray_cluster, shards, t
         assert m["num_samples"] == N_TRAIN
         assert (m["num_unique_seen"], m["num_seen_multiple"], m["num_unseen"]) == (N_TRAIN, 0, 0)
         assert m["flags_same_on_all_ranks"] == 1.0
+        assert m["history_same_on_all_ranks"] == 1.0
         assert m["test_num_samples"] == N_TEST
     # Shards of 250/250/100 rows split unequally: the shorter rank took dummy steps, no hang.
     assert sum(m["num_dummy_steps"] for m in h) > 0
@@ -114,6 +115,10 @@ def test_two_workers_survive_a_kill_with_consistent_flags(ray_cluster, shards, t
     state = load_checkpoint(result.checkpoint_dir)
     assert state["epoch"] == 2 and state["method_name"] == "jumpteaching"
     assert state["method"]["flags"]["visits"].tolist() == [EPOCHS] * N_TRAIN
+    # The per-sample training history: every epoch once, across the kill and resume.
+    history = state["method"]["history"]
+    assert history["weight"].tolist() == [float(EPOCHS)] * N_TRAIN
+    assert history["flag_visits"].tolist() == [EPOCHS - 2] * N_TRAIN  # epochs after warm-up
     plain = _plain_rows(shards["train"])
     assert torch.equal(state["given_label"][plain.idx], plain.given_label)
     assert state["snapshot_epochs"] == [0, 1, 2]
@@ -199,6 +204,19 @@ def test_one_worker_gives_the_plain_loop_flags_even_across_a_kill(ray_cluster, s
     for ray_m, local_m in zip(result.history, plain.history, strict=True):
         assert ray_m["loss"] == pytest.approx(local_m["loss"], rel=1e-6)
         assert ray_m["selected_fraction"] == local_m["selected_fraction"]
+    # The training history too, across the kill: counts exact, probabilities to float noise.
+    history = load_checkpoint(result.checkpoint_dir)["method"]["history"]
+    local_history = plain.method.history.state_dict()
+    for name in ("clean_count", "flag_visits", "weight"):
+        assert torch.equal(history[name], local_history[name]), name
+    torch.testing.assert_close(
+        history["given_sum"], local_history["given_sum"], rtol=1e-5, atol=1e-6
+    )
+
+    def dense(h):  # C = 10 <= top_k: the whole running sum per sample
+        return torch.zeros(N_TRAIN, 10).scatter(1, h["top_labels"].long(), h["top_sums"])
+
+    torch.testing.assert_close(dense(history), dense(local_history), rtol=1e-5, atol=1e-6)
 
 
 def test_cli_coteaching_with_dead_tracking_server_then_resume(
