@@ -212,8 +212,52 @@ class SnapshotConfig(_Strict):
 
 
 class ScoreConfig(_Strict):
-    """Per-sample scoring with prior snapshots (the clean job)."""
+    """Per-sample scoring with prior snapshots and the label decision (the clean job)."""
 
+    decision: Literal["threshold", "confident"] = Field(
+        "threshold",
+        description="how is_label_issue is decided (jumpray.score.rules.DECISION_RULES): "
+        "threshold = label_score < score.threshold; confident = confident learning "
+        "(per-class thresholds, calibrated confident joint, score.filter_by)",
+    )
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_joint"] = Field(
+        "prune_by_noise_rate",
+        description="decision=confident: which samples the estimated noise counts remove "
+        "(jumpray.score.confident.FILTERS)",
+    )
+    rank_by: Literal["self_confidence", "normalized_margin"] = Field(
+        "self_confidence",
+        description="decision=confident: the label_score and the order of the issues (rank)",
+    )
+    min_examples_per_class: int = Field(
+        1, ge=0, description="decision=confident: each given class keeps at least this many"
+    )
+    exclude_predicted_given: bool = Field(
+        True,
+        description="decision=confident: a sample whose argmax is its given label is never an issue",
+    )
+    top_k: int = Field(
+        10,
+        ge=2,
+        description="the label table keeps each sample's top_k most probable classes and their "
+        "probabilities (exact confident learning when C <= top_k; see jumpray.score.confident)",
+    )
+    source: Literal["snapshots", "training", "both"] = Field(
+        "snapshots",
+        description="the probabilities the decision reads: snapshots = a scoring pass with the "
+        "last score.num_snapshots snapshots; training = the running mean recorded during "
+        "Jump-teaching training (no forward pass; jumpray.core.history); both = their average",
+    )
+    history_from_epoch: int = Field(
+        0, ge=0, description="training history: the first epoch whose probabilities count"
+    )
+    history_ema: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="training history: 0 = mean over the counted epochs; in (0, 1) = "
+        "exponential moving average with this decay (recent epochs weigh more)",
+    )
     num_snapshots: int = Field(
         3, ge=1, description="how many of the last snapshots score each sample"
     )
@@ -312,6 +356,12 @@ class RunConfig(_Strict):
         if self.score.num_snapshots > self.snapshots.keep:
             problems.append(
                 f"score.num_snapshots: {self.score.num_snapshots} is more than snapshots.keep = {self.snapshots.keep}"
+            )
+        if self.score.history_from_epoch >= self.train.epochs and self.score.source != "snapshots":
+            problems.append(
+                f"score.history_from_epoch: {self.score.history_from_epoch} >= train.epochs = "
+                f"{self.train.epochs}, so score.source={self.score.source} has no training "
+                "probabilities; lower it"
             )
         if self.jump.warmup_epochs >= self.train.epochs and self.method.name == "jumpteaching":
             problems.append(

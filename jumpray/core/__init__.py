@@ -4,6 +4,7 @@
 - losses: per-bit BCE, scaled CE, the warm-up and selection-phase losses (§2.2-§2.4)
 - selection: the clean rules and the weak/strong view blend (§2.3-§2.6)
 - flags: the per-sample flag table with J generations, the "jump" (§2.5, §10)
+- history: per-sample clean-flag counts and running probabilities from the training forward
 - noise: seeded synthetic label noise (§5)
 - metrics: accuracy, selection and detection precision/recall
 - baselines: Co-teaching and JoCoR maths
@@ -18,6 +19,7 @@ from jumpray.core.baselines import (
 )
 from jumpray.core.codebook import decode_codes, hadamard, make_codebook, min_num_bits
 from jumpray.core.flags import JumpFlags
+from jumpray.core.history import SampleHistory, merge_top_k
 from jumpray.core.losses import (
     bit_losses,
     jump_loss,
@@ -65,6 +67,9 @@ __all__ = [
     "class_floor_fill",
     # flags
     "JumpFlags",
+    # history
+    "SampleHistory",
+    "merge_top_k",
     # noise
     "NoiseResult",
     "NOISE_TYPES",

@@ -119,16 +119,10 @@ def score_and_report(
         "num_quarantined": num_quarantined,
         "num_classes": num_classes,
         "class_names": info.class_names,
-        "decision": {
-            "formula": cfg.score.formula,
-            "combine": cfg.score.combine,
-            "threshold": cfg.score.threshold,
-            "num_snapshots": len(snaps.epochs),
-            "snapshot_epochs": snaps.epochs,
-            "confident_prob": cfg.score.confident_prob,
-        },
+        **_decision_summary(cfg, snaps, run.decision),
         "scoring_wall_s": round(run.wall_s, 3),
         "scoring_samples_per_s": round(run.samples_per_s, 1),
+        "decision_wall_s": round(run.decide_s, 3),
         "score_resources": {
             "num_actors": cfg.score.num_actors,
             "cpus_per_actor": cfg.score.cpus_per_actor,
@@ -151,6 +145,41 @@ def score_and_report(
         title=title,
     )
     return summary
+
+
+# The rule's estimates that go to the top level of summary.json (the rest stays in "decision").
+_TOP_LEVEL = (
+    "estimated_noise_matrix",
+    "estimated_noise_rate_by_class",
+    "estimated_joint_noise_rate",
+)
+
+
+def _decision_summary(cfg: RunConfig, snaps, decision: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's ``decision`` entry (name, parameters, snapshots, per-class thresholds) and
+    the rule's estimates; a confident-learning noise matrix replaces the confident-sample one."""
+    decision = dict(decision)
+    top = {k: decision.pop(k) for k in _TOP_LEVEL if k in decision}
+    if "estimated_noise_matrix" in top:
+        top["noise_matrix_method"] = "confident_learning"
+        # Rows = true class: the samples confidently of each class.
+        top["noise_matrix_support"] = [
+            sum(col) for col in zip(*decision["confident_joint"], strict=True)
+        ]
+    else:
+        top["noise_matrix_method"] = "confident_samples"
+    return top | {
+        "decision": {
+            **decision,
+            "formula": cfg.score.formula,
+            "combine": cfg.score.combine,
+            "threshold": cfg.score.threshold,
+            "top_k": cfg.score.top_k,
+            "num_snapshots": len(snaps.epochs),
+            "snapshot_epochs": snaps.epochs,
+            "confident_prob": cfg.score.confident_prob,
+        }
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,12 +211,21 @@ def run(args: argparse.Namespace) -> int:
 def summary_text(s: dict[str, Any], *, out: Path, command: str) -> str:
     """The one-screen summary of a scoring (or clean) run."""
     d = s["decision"]
+    if d.get("name") == "confident":
+        how = (
+            f"confident learning ({d['filter_by']}, ranked by {d['rank_by']}) over snapshots "
+            f"{d['snapshot_epochs']}"
+        )
+    else:
+        how = (
+            f"{d['combine']} of {d['formula']} over snapshots {d['snapshot_epochs']}, threshold "
+            f"{d['threshold']:g}"
+        )
     lines = [
         f"jumpray {command}: {s['num_samples']} samples scored from {s['shards']}, "
         f"{s['num_quarantined']} quarantined",
         f"  label issues: {s['num_label_issues']} (estimated noise rate "
-        f"{s['estimated_noise_rate']:.3f}); decision: {d['combine']} of {d['formula']} over "
-        f"snapshots {d['snapshot_epochs']}, threshold {d['threshold']:g}",
+        f"{s['estimated_noise_rate']:.3f}); decision: {how}",
     ]
     if "precision" in s:
         lines.append(

@@ -46,10 +46,10 @@ At the default (prob, mean, 0.1): sym:0.4 0.785 / 0.928 / 0.850, pairflip:0.45 0
 same decision first (mean F1 0.731; blend at 0.05: 0.717, margin: 0.711, rule: 0.707). R = 1, 2
 or 3 changed the F1 by at most 0.006 here (cosine decay leaves the last epochs' weights close).
 Why not the semantic head: its posterior and bit losses separate less well than the classifier's
-probability at every threshold tried (0.05-0.6), and blending it in did not help. A per-class or
-noise-rate-matched threshold was not adopted: it needs a second pass over the data (the label
-table is streamed once), and the fixed threshold on the temperature-scaled probability was
-already the best on both noise types and both training settings.
+probability at every threshold tried (0.05-0.6), and blending it in did not help. This module's
+single threshold is the ``threshold`` decision of :mod:`jumpray.score.rules`; the per-class
+thresholds of confident learning (``score.decision=confident``, :mod:`jumpray.score.confident`)
+run as passes over the written label table (:mod:`jumpray.score.table`), not over the images.
 
 The relabel rule (:func:`relabel_decision`) keeps unflagged samples as they are; a flagged sample
 is kept with the predicted label only when relabelling is on, the model's mean probability of that

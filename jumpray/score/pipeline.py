@@ -9,12 +9,15 @@ The adapter between the pure scorer and Ray (ray-stack-notes §2(d), §3 gotchas
 - ``map_batches(ScoreActor, compute=ActorPoolStrategy(size=score.num_actors),
   num_cpus=score.cpus_per_actor, num_gpus=score.gpus_per_actor, batch_size=score.batch_size)``;
   the actors return the label columns only (the image is dropped inside the actor);
-- the driver iterates the result block by block, appending each to ``labels.parquet`` (a temporary
-  name, renamed when complete) and to the streaming :class:`~jumpray.score.summary.LabelStats`:
-  memory stays flat in the dataset size (no collecting, no sort). Rows are in the order blocks
-  finish, not idx order;
-- once the dataset is consumed, rows + quarantined = rows in is checked
-  (:meth:`~jumpray.data.ShardSource.check_counts`).
+- the driver iterates the result block by block, appending each to a raw table beside
+  ``labels.parquet`` while the decision (``score.decision``, :mod:`jumpray.score.rules`) observes
+  its first pass; once the dataset is consumed, rows + quarantined = rows in is checked
+  (:meth:`~jumpray.data.ShardSource.check_counts`);
+- :func:`jumpray.score.table.decide_table` runs the decision's other passes over the raw table and
+  writes the final ``labels.parquet`` (temporary name, renamed when complete), feeding the
+  streaming :class:`~jumpray.score.summary.LabelStats`: memory stays flat in the dataset size
+  (no collecting, no sort; the decision keeps O(C^2) numbers and its issues). Rows are in the
+  order blocks finish, not idx order.
 
 On a 2-core machine the actors must leave one CPU to Ray Data's read tasks, else the read never
 runs and the job hangs (gotcha 1): :func:`check_resources` refuses such settings with the fix.
@@ -24,13 +27,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import ray.data
@@ -41,15 +43,17 @@ from jumpray.data.shards import ShardSource
 from jumpray.errors import ConfigError, DataError
 from jumpray.log import get_logger
 from jumpray.score.decide import Decision
+from jumpray.score.rules import LabelRule, make_rule
 from jumpray.score.scorer import Scorer, ScorerSpec
 from jumpray.score.summary import LabelStats
+from jumpray.score.table import decide_table, labels_schema, to_table
 
 __all__ = [
     "ScoreActor",
     "SnapshotSet",
     "ScoreRun",
-    "LABELS_SCHEMA",
     "build_spec",
+    "build_rule",
     "snapshots_from_checkpoint",
     "snapshots_from_refs",
     "check_resources",
@@ -58,35 +62,6 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
-
-_BASE_FIELDS = [
-    pa.field("key", pa.string()),
-    pa.field("shard", pa.string()),
-    pa.field("idx", pa.int64()),
-    pa.field("given_label", pa.int64()),
-    pa.field("predicted_label", pa.int64()),
-    pa.field("label_score", pa.float64()),
-    pa.field("is_label_issue", pa.bool_()),
-    pa.field("prob_given", pa.float64()),
-    pa.field("pred_prob", pa.float64()),
-    pa.field("margin", pa.float64()),
-    pa.field("bit_loss_mean", pa.float64()),
-    pa.field("bit_loss_var", pa.float64()),
-    pa.field("semantic_prob", pa.float64()),
-    pa.field("votes", pa.int64()),
-]
-# labels.parquet (CONTRACT §3); ``clean_label`` (null where unknown) is added when the shards
-# carry clean labels.
-LABELS_SCHEMA = pa.schema(_BASE_FIELDS)
-
-
-def labels_schema(has_clean_labels: bool) -> pa.Schema:
-    """The labels.parquet schema, with ``clean_label`` after ``given_label`` when known."""
-    if not has_clean_labels:
-        return LABELS_SCHEMA
-    fields = list(_BASE_FIELDS)
-    fields.insert(4, pa.field("clean_label", pa.int64()))
-    return pa.schema(fields)
 
 
 class ScoreActor:
@@ -204,7 +179,22 @@ def build_spec(cfg: RunConfig, snaps: SnapshotSet) -> ScorerSpec:
         max_mean_bit_loss=sel.max_mean_bit_loss,
         code_clamp=sel.code_clamp,
         decision=decision,
+        top_k=cfg.score.top_k,
     )
+
+
+def build_rule(score: ScoreConfig, num_classes: int) -> LabelRule:
+    """The label decision named by ``score.decision``, with its ``score.*`` parameters."""
+    if score.decision == "threshold":
+        params: dict[str, Any] = {"threshold": score.threshold}
+    else:
+        params = {
+            "filter_by": score.filter_by,
+            "rank_by": score.rank_by,
+            "min_examples_per_class": score.min_examples_per_class,
+            "exclude_predicted_given": score.exclude_predicted_given,
+        }
+    return make_rule(score.decision, num_classes=num_classes, **params)
 
 
 def check_resources(score: ScoreConfig) -> None:
@@ -253,19 +243,6 @@ def _scored_dataset(source: ShardSource, snaps: SnapshotSet, spec: ScorerSpec, s
     )
 
 
-def _to_table(batch: Mapping[str, np.ndarray], schema: pa.Schema) -> pa.Table:
-    cols = []
-    for f in schema:
-        values = np.asarray(batch[f.name])
-        if f.name == "clean_label":
-            cols.append(pa.array(values, type=f.type, mask=values < 0))
-        elif pa.types.is_string(f.type):
-            cols.append(pa.array(values.tolist(), type=f.type))
-        else:
-            cols.append(pa.array(values, type=f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
 @dataclass
 class ScoreRun:
     """What :func:`score_shards` did.
@@ -278,6 +255,8 @@ class ScoreRun:
         samples_per_s: num_rows / wall_s.
         first_block_s: seconds until the first scored block arrived (actor start-up, weight
             fetch, first read): the fixed cost inside ``wall_s``.
+        decide_s: seconds of the decision passes and the final write (inside ``wall_s``).
+        decision: the rule's name, parameters and estimates (for summary.json).
     """
 
     labels_path: Path
@@ -286,6 +265,8 @@ class ScoreRun:
     wall_s: float
     samples_per_s: float
     first_block_s: float = 0.0
+    decide_s: float = 0.0
+    decision: dict[str, Any] = field(default_factory=dict)
 
 
 def _blocks(ds) -> Iterator[dict[str, np.ndarray]]:
@@ -317,44 +298,65 @@ def score_shards(
         DataError: a bad sample under ``data.on_error=raise``, or a broken count invariant.
     """
     spec = build_spec(cfg, snaps)
+    num_classes = int(snaps.model_args["num_classes"])
+    rule = build_rule(cfg.score, num_classes)
     ds = _scored_dataset(source, snaps, spec, cfg.score)
     path = Path(labels_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    schema = labels_schema(source.info.has_clean_labels)
+    raw = path.with_name(f".{path.stem}.raw-{os.getpid()}.parquet")
+    has_clean = source.info.has_clean_labels
+    k = min(cfg.score.top_k, num_classes)
+    raw_schema = labels_schema(has_clean_labels=has_clean, top_k=k, decided=False)
     rows, first = 0, None
     start = time.perf_counter()
     log.info(
-        "scoring %s with snapshots of epochs %s: %d actor(s) x %g CPU%s, batch %d, %s/%s",
+        "scoring %s with snapshots of epochs %s: %d actor(s) x %g CPU%s, batch %d, decision %s",
         source.info.folder,
         snaps.epochs,
         cfg.score.num_actors,
         cfg.score.cpus_per_actor,
         f" + {cfg.score.gpus_per_actor:g} GPU" if cfg.score.gpus_per_actor else "",
         cfg.score.batch_size,
-        cfg.score.formula,
-        cfg.score.combine,
+        rule.name,
     )
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(raw, raw_schema) as writer:
             for batch in _blocks(ds):
                 n = len(batch["idx"])
                 if not n:
                     continue
                 if first is None:
                     first = time.perf_counter() - start
-                writer.write_table(_to_table(batch, schema))
-                if stats is not None:
-                    stats.update(batch)
+                writer.write_table(to_table(batch, raw_schema))
+                rule.observe(0, batch)
                 rows += n
         num_quarantined = source.check_counts(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        rule.end_pass(0)
+        t_decide = time.perf_counter()
+        decide_table(
+            raw,
+            path,
+            rule,
+            schema=labels_schema(has_clean_labels=has_clean, top_k=k),
+            stats=stats,
+        )
+        decide_s = time.perf_counter() - t_decide
+    finally:
+        raw.unlink(missing_ok=True)
     wall = time.perf_counter() - start
-    log.info("scored %d samples in %.1f s (%.0f/s) -> %s", rows, wall, rows / max(wall, 1e-9), path)
-    return ScoreRun(path, rows, num_quarantined, wall, rows / max(wall, 1e-9), first or 0.0)
+    log.info(
+        "scored %d samples in %.1f s (%.0f/s; decision %s %.1f s) -> %s",
+        rows,
+        wall,
+        rows / max(wall, 1e-9),
+        rule.name,
+        decide_s,
+        path,
+    )
+    decision = {"name": rule.name, **rule.params(), **rule.result()}
+    return ScoreRun(
+        path, rows, num_quarantined, wall, rows / max(wall, 1e-9), first or 0.0, decide_s, decision
+    )
 
 
 def evaluate_accuracy(source: ShardSource, snaps: SnapshotSet, cfg: RunConfig) -> float:

@@ -5,9 +5,11 @@ Plots (matplotlib, Agg backend, written next to the HTML, which links them by re
 - ``report_selection_curves.png``: the training run's per-epoch selected fraction, selection
   precision / recall and test accuracy (from the checkpoint's history);
 - ``report_label_scores.png``: label-score histograms, split into truly clean and truly wrong
-  labels when the shards carry clean labels, with the decision threshold;
-- ``report_noise_matrix.png``: the estimated noise matrix (rows = predicted class, over confident
-  samples), beside the true one when clean labels exist;
+  labels when the shards carry clean labels, with the decision threshold (the ``threshold``
+  decision; confident learning has one per class, listed in the HTML);
+- ``report_noise_matrix.png``: the estimated noise matrix (confident learning's P(given | true
+  class), or, for the ``threshold`` decision, P(given | predicted class) over confident samples),
+  beside the true one when clean labels exist;
 - ``report_gallery.png``: the most suspicious samples (lowest label score) with their given and
   predicted class names.
 
@@ -87,8 +89,8 @@ def plot_selection_curves(history: Sequence[dict[str, float]], path: str | Path)
     return Path(path)
 
 
-def plot_label_scores(hist: dict[str, Any], path: str | Path, *, threshold: float) -> Path:
-    """Label-score histograms (clean vs wrong when known) with the threshold line."""
+def plot_label_scores(hist: dict[str, Any], path: str | Path, *, threshold: float | None) -> Path:
+    """Label-score histograms (clean vs wrong when known) with the threshold line (if one)."""
     plt = _plt()
     edges = np.asarray(hist["edges"])
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
@@ -112,7 +114,8 @@ def plot_label_scores(hist: dict[str, Any], path: str | Path, *, threshold: floa
         )
     else:
         ax.bar(centers, hist["all"], width=width, alpha=0.8, label="all samples", color="tab:gray")
-    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
     if max(hist["all"] or [0]) > 0:
         ax.set_yscale("log")
     ax.set_xlabel("label_score (high = given label probably right)")
@@ -156,14 +159,23 @@ def plot_noise_matrix(
     *,
     class_names: Sequence[str] = (),
     true: Sequence[Sequence[float]] | None = None,
+    method: str = "confident_samples",
 ) -> Path:
-    """The estimated noise matrix, and the true one beside it when known."""
+    """The estimated noise matrix, and the true one beside it when known.
+
+    ``method``: ``confident_learning`` (rows = estimated true class) or ``confident_samples``
+    (rows = predicted class, over confidently predicted samples).
+    """
     plt = _plt()
     est = np.asarray(estimated, dtype=np.float64)
     names = _names(class_names, est.shape[0])
     panels = 2 if true is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.0), dpi=100, squeeze=False)
-    _matrix(axes[0][0], est, names, "estimated: P(given | predicted class)", "predicted class")
+    if method == "confident_learning":
+        title, ylabel = "estimated (confident learning): P(given | true class)", "true class"
+    else:
+        title, ylabel = "estimated: P(given | predicted class)", "predicted class"
+    _matrix(axes[0][0], est, names, title, ylabel)
     if true is not None:
         _matrix(axes[0][1], np.asarray(true), names, "true: P(given | clean class)", "clean class")
     fig.tight_layout()
@@ -231,6 +243,7 @@ _HEADLINE = (
     ("num_label_issues", "label issues flagged"),
     ("num_quarantined", "samples quarantined (unusable)"),
     ("estimated_noise_rate", "estimated noise rate (flagged fraction)"),
+    ("estimated_joint_noise_rate", "estimated noise rate (confident joint)"),
     ("true_noise_rate", "true noise rate"),
     ("precision", "detection precision"),
     ("recall", "detection recall"),
@@ -280,7 +293,11 @@ def write_report(
             plot_label_scores(
                 histograms,
                 out / "report_label_scores.png",
-                threshold=float(decision.get("threshold", 0.5)),
+                threshold=(
+                    None
+                    if decision.get("name") == "confident"
+                    else float(decision.get("threshold", 0.5))
+                ),
             ),
         ),
         (
@@ -290,6 +307,7 @@ def write_report(
                 out / "report_noise_matrix.png",
                 class_names=names,
                 true=summary.get("true_noise_matrix"),
+                method=str(summary.get("noise_matrix_method", "confident_samples")),
             ),
         ),
         (
@@ -312,6 +330,31 @@ def write_report(
     return path
 
 
+def _explain(decision: dict[str, Any], names: list[str]) -> str:
+    """One paragraph on how the decision was made (and the per-class thresholds)."""
+    epochs = html.escape(str(decision.get("snapshot_epochs")))
+    if decision.get("name") != "confident":
+        return (
+            f"label_score = {html.escape(str(decision.get('combine')))} over the snapshots of "
+            f"epochs {epochs} of the per-snapshot score "
+            f"<code>{html.escape(str(decision.get('formula')))}</code>; a sample is a label issue "
+            f"when label_score &lt; {decision.get('threshold')}."
+        )
+    thresholds = decision.get("class_thresholds") or []
+    listed = ", ".join(
+        f"{html.escape(names[i] if i < len(names) else str(i))}: "
+        + ("-" if t is None else f"{t:.3f}")
+        for i, t in enumerate(thresholds)
+    )
+    return (
+        "Confident learning (Northcutt et al., JAIR 2021) on the mean probabilities of the "
+        f"snapshots of epochs {epochs}: per-class thresholds (the mean probability of each class "
+        "over the samples given that label), the calibrated confident joint, and "
+        f"<code>{html.escape(str(decision.get('filter_by')))}</code>; label_score and rank are "
+        f"<code>{html.escape(str(decision.get('rank_by')))}</code>. Thresholds: {listed}."
+    )
+
+
 def _html(
     title: str,
     summary: dict[str, Any],
@@ -324,17 +367,17 @@ def _html(
         for key, label in _HEADLINE
         if summary.get(key) is not None
     )
-    decision = summary.get("decision", {})
-    explain = (
-        f"label_score = {html.escape(str(decision.get('combine')))} over the snapshots of epochs "
-        f"{html.escape(str(decision.get('snapshot_epochs')))} of the per-snapshot score "
-        f"<code>{html.escape(str(decision.get('formula')))}</code>; a sample is a label issue when "
-        f"label_score &lt; {decision.get('threshold')}."
-    )
+    explain = _explain(summary.get("decision", {}), names)
     rates = summary.get("flag_rate_by_class") or []
+    noise = summary.get("estimated_noise_rate_by_class")
     class_rows = "".join(
-        f"<tr><td>{html.escape(names[i] if i < len(names) else str(i))}</td><td>{r:.3f}</td></tr>"
+        f"<tr><td>{html.escape(names[i] if i < len(names) else str(i))}</td><td>{r:.3f}</td>"
+        + (f"<td>{noise[i]:.3f}</td>" if noise else "")
+        + "</tr>"
         for i, r in enumerate(rates)
+    )
+    class_head = "<th>class</th><th>flagged fraction</th>" + (
+        "<th>estimated wrong fraction</th>" if noise else ""
     )
     figs = "".join(
         f'<h2>{html.escape(name)}</h2><img src="{p.name}" alt="{html.escape(name)}">'
@@ -361,7 +404,7 @@ pre {{ background: #f8f8f8; padding: 1em; font-size: 12px; overflow-x: auto; }}
 <table>{rows}</table>
 <p>{explain}</p>
 {figs}
-<h2>Flag rate per given class</h2><table><tr><th>class</th><th>flagged fraction</th></tr>{class_rows}</table>
+<h2>Flag rate per given class</h2><table><tr>{class_head}</tr>{class_rows}</table>
 <h2>Files</h2><ul>{files}</ul>
 <h2>Configuration</h2><pre>{cfg}</pre>
 </body></html>

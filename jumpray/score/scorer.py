@@ -35,6 +35,7 @@ from torch import Tensor
 from jumpray.core import bit_loss_stats, bit_losses, clean_rule, make_codebook
 from jumpray.data.augment import make_augmenter
 from jumpray.models import build_model
+from jumpray.score import confident
 from jumpray.score.decide import Decision, label_score
 
 __all__ = ["Scorer", "ScorerSpec", "SnapshotScores", "SCORE_COLUMNS", "PASS_COLUMNS"]
@@ -53,6 +54,8 @@ SCORE_COLUMNS = (
     "bit_loss_var",
     "semantic_prob",
     "votes",
+    "top_labels",
+    "top_probs",
 )
 
 
@@ -70,6 +73,8 @@ class ScorerSpec:
         rule, tau, max_mean_bit_loss: the clean rule (``selection.*``).
         code_clamp: the semantic output clamp.
         decision: how snapshots become ``label_score`` / ``is_label_issue``.
+        top_k: how many of the most probable classes each row keeps (``score.top_k``; all C
+            when C <= top_k), for the confident-learning decision.
     """
 
     model_args: dict[str, Any]
@@ -83,6 +88,7 @@ class ScorerSpec:
     max_mean_bit_loss: float = 0.5
     code_clamp: float = 1e-4
     decision: Decision = field(default_factory=Decision)
+    top_k: int = 10
 
 
 @dataclass
@@ -231,14 +237,17 @@ class Scorer:
             ``pred_prob`` (the mean probability of ``predicted_label``), ``margin``
             (mean p(given) - max mean p(other), in [-1, 1]), ``bit_loss_mean``, ``bit_loss_var``,
             ``semantic_prob``: (B,) float64 means over the snapshots; ``votes`` (B,) int64, how
-            many snapshots' clean rule calls the sample clean.
+            many snapshots' clean rule calls the sample clean; ``top_labels`` (B, k) int64 and
+            ``top_probs`` (B, k) float32, the k = min(``top_k``, C) most probable classes of the
+            snapshot-mean probabilities, most probable first.
         """
         given = np.asarray(batch["given_label"], dtype=np.int64)
         out = {k: np.asarray(batch[k]) for k in PASS_COLUMNS if k in batch}
         if given.shape[0] == 0:
-            return out | _empty_scores()
+            c = int(self.spec.model_args["num_classes"])
+            return out | _empty_scores(min(self.spec.top_k, c))
         scores = self.score_snapshots(batch["image"], given)
-        out |= summarize(scores, given, decision=self.spec.decision)
+        out |= summarize(scores, given, decision=self.spec.decision, top_k=self.spec.top_k)
         return out
 
 
@@ -262,7 +271,7 @@ def _code_log_likelihood(h: Tensor, codebook: Tensor) -> Tensor:
 
 
 def summarize(
-    scores: SnapshotScores, given_label: np.ndarray, *, decision: Decision
+    scores: SnapshotScores, given_label: np.ndarray, *, decision: Decision, top_k: int = 10
 ) -> dict[str, np.ndarray]:
     """Reduce the R snapshots to the per-sample output columns (see :meth:`Scorer.__call__`)."""
     given = np.asarray(given_label, dtype=np.int64)
@@ -274,6 +283,7 @@ def summarize(
     others[np.arange(b), given] = -np.inf
     ps = scores.per_snapshot
     score = label_score(ps, formula=decision.formula, combine=decision.combine)
+    labels, probs = confident.top_k(mean_probs, top_k)
     return {
         "predicted_label": predicted.astype(np.int64),
         "label_score": score,
@@ -285,10 +295,12 @@ def summarize(
         "bit_loss_var": ps["bit_loss_var"].mean(axis=0),
         "semantic_prob": ps["semantic_prob"].mean(axis=0),
         "votes": ps["clean"].sum(axis=0).round().astype(np.int64),
+        "top_labels": labels,
+        "top_probs": probs.astype(np.float32),
     }
 
 
-def _empty_scores() -> dict[str, np.ndarray]:
+def _empty_scores(k: int) -> dict[str, np.ndarray]:
     f = np.zeros(0, np.float64)
     return {
         "predicted_label": np.zeros(0, np.int64),
@@ -301,4 +313,6 @@ def _empty_scores() -> dict[str, np.ndarray]:
         "bit_loss_var": f,
         "semantic_prob": f,
         "votes": np.zeros(0, np.int64),
+        "top_labels": np.zeros((0, k), np.int64),
+        "top_probs": np.zeros((0, k), np.float32),
     }

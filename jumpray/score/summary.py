@@ -4,7 +4,8 @@
 ``labels.parquet`` read in record batches) and keeps O(C² + bins + gallery) numbers: the counts
 behind ``summary.json`` (flagged, detection precision / recall / F1 when clean labels exist,
 per-class flag rates), the estimated and true noise matrices, label-score histograms split by
-truly clean / truly wrong, and the ``gallery_size`` most suspicious samples (lowest label score).
+truly clean / truly wrong, and the ``gallery_size`` most suspicious samples (the decided issues
+by ``rank`` when the rows carry one, then the lowest label scores).
 Pure numpy.
 """
 
@@ -109,15 +110,15 @@ class LabelStats:
     def _update_gallery(self, batch: Mapping[str, np.ndarray], score: np.ndarray) -> None:
         if self.gallery_size <= 0 or not all(k in batch for k in GALLERY_COLUMNS):
             return
-        k = min(self.gallery_size, score.size)
-        # Only this batch's k lowest can enter the overall k lowest.
-        low = np.argpartition(score, k - 1)[:k] if k < score.size else np.arange(score.size)
-        cand = {name: np.asarray(batch[name])[low] for name in GALLERY_COLUMNS}
+        # The decided issues first, by rank (when the batch has one), then the lowest scores.
+        rank = np.asarray(batch.get("rank", np.zeros(score.size)), np.float64)
+        cand = {name: np.asarray(batch[name]) for name in GALLERY_COLUMNS}
+        cand["_first"] = np.where(rank > 0, rank, np.inf)
         if self._gallery:
-            cand = {n: np.concatenate([self._gallery[n], cand[n]]) for n in GALLERY_COLUMNS}
-        # Stable order: lowest score first, ties by idx (reproducible across block orders).
-        order = np.lexsort((cand["idx"], cand["label_score"]))[: self.gallery_size]
-        self._gallery = {n: v[order] for n, v in cand.items()}
+            cand = {n: np.concatenate([self._gallery[n], cand[n]]) for n in cand}
+        # Stable order, ties by idx: reproducible across block orders.
+        order = np.lexsort((cand["idx"], cand["label_score"], cand["_first"]))
+        self._gallery = {n: v[order[: self.gallery_size]] for n, v in cand.items()}
 
     @property
     def has_truth(self) -> bool:
@@ -125,7 +126,7 @@ class LabelStats:
         return self.num_known > 0
 
     def gallery(self) -> list[dict[str, Any]]:
-        """The most suspicious samples, lowest label score first (dicts of GALLERY_COLUMNS)."""
+        """The most suspicious samples, most suspicious first (dicts of GALLERY_COLUMNS)."""
         if not self._gallery:
             return []
         n = len(self._gallery["key"])

@@ -14,7 +14,9 @@ No Ray here: the Ray Train worker only passes these functions to the loop and th
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,6 +34,7 @@ __all__ = [
     "Coverage",
     "same_on_all_ranks",
     "digest",
+    "history_digest",
 ]
 
 _PAD = -1
@@ -64,43 +67,60 @@ def all_gather_pairs(idx: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
 
     Ranks may hold different numbers of records (unequal shards): each pads to the longest with
     idx = -1, and the padding is dropped after the gather. The result is ordered by rank, then by
-    each rank's record order, so applying it gives identical state on every rank.
+    each rank's record order, so applying it gives identical state on every rank. Floating values
+    travel as the bits of their float64 value (exact).
 
     Args:
         idx: (M_r,) int64 global sample ids on this rank (any device).
-        values: (M_r,) bool or integer values, one per id.
+        values: (M_r,) or (M_r, D) bool, integer or floating values, one row per id.
 
     Returns:
-        ``(idx, values)``: (sum_r M_r,) int64 and (sum_r M_r,) of ``values``' dtype, on CPU.
+        ``(idx, values)``: (sum_r M_r,) int64 and values of ``values``' dtype and trailing shape,
+        on CPU.
 
     Raises:
         ValueError: ``idx`` and ``values`` differ in length, or an id is negative.
     """
-    if idx.shape != values.shape or idx.dim() != 1:
+    if idx.dim() != 1 or values.dim() not in (1, 2) or values.shape[0] != idx.shape[0]:
         raise ValueError(
-            f"idx {tuple(idx.shape)} and values {tuple(values.shape)} must be equal 1-D shapes"
+            f"idx {tuple(idx.shape)} must be 1-D and values {tuple(values.shape)} (M,) or (M, D) "
+            "with the same M"
         )
     idx = idx.detach().to("cpu", torch.int64)
     if idx.numel() and int(idx.min()) < 0:
         raise ValueError("sample ids must be >= 0 (-1 is the padding value)")
-    dtype = values.dtype
-    vals = values.detach().to("cpu", torch.int64)
-    if not is_distributed() or world_size() == 1:
-        return idx, vals.to(dtype)
+    dtype, flat = values.dtype, values.dim() == 1
+    vals = values.detach().to("cpu").reshape(idx.numel(), -1)
+    vals = (
+        vals.to(torch.float64).view(torch.int64)
+        if dtype.is_floating_point
+        else vals.to(torch.int64)
+    )
+    if is_distributed() and world_size() > 1:
+        idx, vals = _gather_rows(idx, vals)
+    if dtype.is_floating_point:
+        vals = vals.view(torch.float64)
+    vals = vals.to(dtype)
+    return idx, vals.reshape(-1) if flat else vals
+
+
+def _gather_rows(idx: Tensor, vals: Tensor) -> tuple[Tensor, Tensor]:
+    """(M_r,) int64 ids and (M_r, D) int64 rows of every rank, padding dropped."""
     device = comm_device()
     size = torch.tensor([idx.numel()], dtype=torch.int64, device=device)
     sizes = [torch.zeros_like(size) for _ in range(world_size())]
     dist.all_gather(sizes, size)
     longest = max(int(s.item()) for s in sizes)
-    # One (2, longest) int64 buffer per rank: row 0 = idx, row 1 = value.
-    buf = torch.full((2, longest), _PAD, dtype=torch.int64, device=device)
+    # One (1 + D, longest) int64 buffer per rank: row 0 = idx, rows 1.. = the values.
+    width = vals.shape[1]
+    buf = torch.full((1 + width, longest), _PAD, dtype=torch.int64, device=device)
     buf[0, : idx.numel()] = idx.to(device)
-    buf[1, : idx.numel()] = vals.to(device)
+    buf[1:, : idx.numel()] = vals.T.to(device)
     gathered = [torch.empty_like(buf) for _ in range(world_size())]
     dist.all_gather(gathered, buf)
     out = torch.cat(gathered, dim=1).cpu()
     keep = out[0] != _PAD
-    return out[0, keep], out[1, keep].to(dtype)
+    return out[0, keep], out[1:, keep].T.contiguous()
 
 
 def all_reduce_sum(value: int) -> int:
@@ -164,6 +184,15 @@ def digest(*tensors: Tensor) -> int:
         weight = (pos * 2654435761 + 97) % (2**31 - 1) | 1
         total += int((flat * weight).sum())
     return total
+
+
+def history_digest(history: Any) -> int:
+    """A fingerprint of a :class:`~jumpray.core.SampleHistory` (equal tables, equal value)."""
+    state = history.state_dict()
+    h = hashlib.blake2b(digest_size=7)
+    for name in ("top_labels", "top_sums", "given_sum", "weight", "clean_count", "flag_visits"):
+        h.update(state[name].contiguous().numpy().tobytes())
+    return int.from_bytes(h.digest(), "little")
 
 
 def same_on_all_ranks(value: int) -> bool:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from jumpray.config import RunConfig
 from jumpray.core import (
     JumpFlags,
+    SampleHistory,
     bit_losses,
     blend_views,
     class_floor_fill,
@@ -101,13 +102,6 @@ def epoch_generator(seed: int, *, epoch: int, rank: int = 0, stream: int = 0) ->
 
 def _identity_count(n: int) -> int:
     return n
-
-
-def _given_prob(logits: Tensor, given_label: Tensor, temperature: float) -> Tensor:
-    """(B,) float32 p(given label) = softmax(logits / T)[given], on the CPU, no grad."""
-    with torch.no_grad():
-        prob = torch.softmax(logits.detach().float() / temperature, dim=1)
-        return prob.gather(1, given_label[:, None]).squeeze(1).cpu()
 
 
 class _Base:
@@ -202,6 +196,14 @@ class JumpTeaching(_Base):
         super().__init__(cfg, [net], device=device)
         self.codebook = make_codebook(_unwrap(net).num_classes, _unwrap(net).num_bits).to(device)
         self.flags = JumpFlags(num_samples, cfg.jump.interval, initial=False, device="cpu")
+        # Per-sample clean-flag counts and running probabilities, from this same forward.
+        self.history = SampleHistory(
+            num_samples,
+            _unwrap(net).num_classes,
+            top_k=cfg.score.top_k,
+            from_epoch=cfg.score.history_from_epoch,
+            ema=cfg.score.history_ema,
+        )
         self.generator = torch.Generator().manual_seed(cfg.seed + 7919)
         # (given_label, p(given)) of each record since the last commit, aligned with the flags'
         # pending records: the class-floor guard tops starved classes up from them.
@@ -258,8 +260,12 @@ class JumpTeaching(_Base):
             loss, selected = loss * 0.0, torch.zeros_like(selected)
         else:
             self.flags.record(batch.idx.cpu(), new_flags.cpu())
+            with torch.no_grad():
+                probs = torch.softmax(logits.detach() / sel_cfg.temperature, dim=1)
+            self.history.record(batch.idx, y, probs, epoch=epoch)
             if sel_cfg.class_floor > 0:
-                self._pending_scores.append((y.cpu(), _given_prob(logits, y, sel_cfg.temperature)))
+                p_given = probs.gather(1, y[:, None]).squeeze(1).cpu()
+                self._pending_scores.append((y.cpu(), p_given))
         nothing = self.global_count(int(selected.sum())) == 0
         self._update(loss, self.optimizers[0], skip=nothing)
         return StepOutput(float(loss.detach()), selected)
@@ -271,6 +277,12 @@ class JumpTeaching(_Base):
         if gather is not None:
             idx, flags = gather(idx, flags)
         self.flags.commit(idx, flags)
+        if not self.in_warmup(epoch):
+            self.history.count_flags(idx, flags)
+        hist_idx, hist_rows = self.history.pending()
+        if gather is not None:
+            hist_idx, hist_rows = gather(hist_idx, hist_rows)
+        self.history.commit(hist_idx, hist_rows)
         out = super().end_epoch(epoch)
         out["flagged_clean_fraction"] = float(self.flags.current().float().mean())
         if self.cfg.selection.class_floor > 0:
@@ -299,12 +311,15 @@ class JumpTeaching(_Base):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["flags"] = self.flags.state_dict()
+        state["history"] = self.history.state_dict()
         state["generator"] = self.generator.get_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.flags.load_state_dict(state["flags"])
+        if "history" in state:  # checkpoints written before the history existed have none
+            self.history.load_state_dict(state["history"])
         self.generator.set_state(state["generator"])
 
 

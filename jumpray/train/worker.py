@@ -15,7 +15,8 @@ GPU), resumes from ``ray.train.get_checkpoint()`` when there is one, and every e
 
 Per-epoch metrics besides :func:`~jumpray.train.loop.finalize_counts`'s: ``num_unique_seen``,
 ``num_seen_multiple``, ``num_unseen`` (ids trained on once / more than once / never, over all
-ranks), ``flags_same_on_all_ranks`` (1.0 when the flag tables agree), ``num_dummy_steps``,
+ranks), ``flags_same_on_all_ranks`` (1.0 when the flag tables agree),
+``history_same_on_all_ranks`` (1.0 when the per-sample training histories agree), ``num_dummy_steps``,
 ``attempt_start_epoch`` (the epoch this worker attempt started at: > 0 after a resume),
 ``test_accuracy`` (and ``test_semantic_accuracy``), ``epoch``, ``epoch_time_s``.
 
@@ -60,6 +61,7 @@ from jumpray.train.distributed import (
     all_reduce_sum,
     any_rank,
     digest,
+    history_digest,
     same_on_all_ranks,
 )
 from jumpray.train.local import VIEW_STREAM
@@ -238,9 +240,13 @@ def _flag_health(method: Method) -> dict[str, float]:
     if flags is None:
         return {}
     state = flags.state_dict()
-    return {
+    out = {
         "flags_same_on_all_ranks": float(same_on_all_ranks(digest(state["slots"], state["visits"])))
     }
+    history = getattr(method, "history", None)
+    if history is not None:
+        out["history_same_on_all_ranks"] = float(same_on_all_ranks(history_digest(history)))
+    return out
 
 
 def _build(cfg: RunConfig, lc: dict[str, Any], ctx: WorkerContext) -> Method:

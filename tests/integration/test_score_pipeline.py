@@ -209,3 +209,53 @@ def test_actor_pool_that_starves_the_reader_is_refused(tmp_path, ray_cluster):
     with pytest.raises(ConfigError, match="less than 1 CPU for reading"):
         check_resources(ScoreConfig(num_actors=3, cpus_per_actor=0.5))
     check_resources(ScoreConfig(num_actors=2, cpus_per_actor=0.5))
+
+
+def test_score_job_with_confident_learning(tmp_path, ray_cluster):
+    from jumpray.score.confident import find_label_issues, rank_label_issues
+    from jumpray.score.export import write_clean_shards
+
+    images, given, clean = _shards(tmp_path / "shards")
+    weights = _checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "out"
+    args = ["score", "--shards", str(tmp_path / "shards"), "--checkpoint", str(tmp_path / "ckpt")]
+    args += ["--out", str(out), "data.on_error=skip", "score.num_snapshots=2"]
+    args += ["score.batch_size=5", "score.decision=confident", "score.top_k=3"]
+    assert main(args) == 0
+    # Only the final files remain: no raw or temporary table beside them.
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+    table = pq.read_table(out / "labels.parquet")
+    assert table.num_rows == GOOD
+    assert str(table.schema.field("rank").type) == "int64"
+    top_type = table.schema.field("top_probs").type
+    assert (top_type.list_size, str(top_type.value_type)) == (3, "float")
+    rows = table.sort_by("idx").to_pydict()
+    # The decision on the rows' own probabilities: p(given) and the top 3 of 4 classes.
+    exp = _expected(weights[-2:], images, given, formula="prob")
+    np.testing.assert_allclose(rows["top_probs"], exp["top_probs"][:, :3], rtol=1e-5)
+    probs = np.zeros((GOOD, C))
+    np.put_along_axis(probs, np.asarray(rows["top_labels"]), np.asarray(rows["top_probs"]), 1)
+    probs[np.arange(GOOD), given] = rows["prob_given"]
+    issues = find_label_issues(given, probs)
+    assert rows["is_label_issue"] == issues.tolist()
+    ranked = rank_label_issues(given, probs, label_issues=issues)
+    assert [rows["rank"][i] for i in ranked] == list(range(1, len(ranked) + 1))
+    assert all(rows["rank"][i] is None for i in np.flatnonzero(~issues))
+    np.testing.assert_allclose(rows["label_score"], rows["prob_given"])
+
+    summary = json.loads((out / "summary.json").read_text())
+    d = summary["decision"]
+    assert d["name"] == "confident" and d["filter_by"] == "prune_by_noise_rate"
+    assert len(d["class_thresholds"]) == C and d["snapshot_epochs"] == [4, 5]
+    assert summary["noise_matrix_method"] == "confident_learning"
+    assert np.asarray(summary["estimated_noise_matrix"]).shape == (C, C)
+    assert len(summary["estimated_noise_rate_by_class"]) == C
+    assert summary["num_label_issues"] == int(issues.sum())
+    assert "Confident learning" in (out / "report.html").read_text()
+
+    from jumpray.data.shards import read_shards
+
+    source = read_shards(tmp_path / "shards", on_error="skip")
+    written = write_clean_shards(source, out / "labels.parquet", tmp_path / "clean")
+    assert written["num_kept"] == GOOD - int(issues.sum())

@@ -22,6 +22,7 @@ from jumpray.train.distributed import (
     all_reduce_sum,
     any_rank,
     digest,
+    history_digest,
     same_on_all_ranks,
 )
 from jumpray.train.loop import train_epoch
@@ -52,6 +53,9 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         )
     )
     result["gathered"] = all_gather_pairs(*mine)
+    # Float rows travel bit-exactly (the training history's records).
+    rows = torch.tensor([[0.1, 2.0], [1 / 3, -5.5]]) if rank == 0 else torch.tensor([[7.25, 1e-30]])
+    result["gathered_rows"] = all_gather_pairs(torch.tensor([4, 6] if rank == 0 else [1]), rows)
     result["counts"] = all_reduce_counts({"n": rank + 1.0, "t": 10.0 * (rank + 1)}, maximum=("t",))
     result["sum"] = all_reduce_sum(rank + 5)
     result["any"] = (any_rank(rank == 1), any_rank(False))
@@ -75,6 +79,8 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         history.append({"dummies": dummies, "num_samples": total["num_samples"]} | cov.summary())
     result["history"] = history
     result["flags"] = method.flags.state_dict()
+    result["history_state"] = method.history.state_dict()
+    result["history_agrees"] = same_on_all_ranks(history_digest(method.history))
     result["digest_agrees"] = same_on_all_ranks(
         digest(result["flags"]["slots"], result["flags"]["visits"])
     )
@@ -116,6 +122,9 @@ def test_two_gloo_ranks_with_unequal_shards(tmp_path):
         idx, vals = r["gathered"]
         assert idx.tolist() == [0, 1, 2, 5] and vals.tolist() == [7, 8, 9, 4]
         assert vals.dtype == torch.int64
+        idx, rows = r["gathered_rows"]
+        assert idx.tolist() == [4, 6, 1] and rows.dtype == torch.float32
+        assert torch.equal(rows, torch.tensor([[0.1, 2.0], [1 / 3, -5.5], [7.25, 1e-30]]))
         assert r["counts"] == {"n": 3.0, "t": 20.0}
         assert r["sum"] == 11 and r["any"] == (True, False)
     for epoch in range(EPOCHS):
@@ -131,6 +140,13 @@ def test_two_gloo_ranks_with_unequal_shards(tmp_path):
     for p0, p1 in zip(r0["params"], r1["params"], strict=True):
         torch.testing.assert_close(p0, p1, rtol=0, atol=0)
     assert r0["digest_agrees"] and r1["digest_agrees"]
+    # The per-sample training history: identical on both ranks, every sample once per epoch.
+    assert r0["history_agrees"] and r1["history_agrees"]
+    for name, value in r0["history_state"].items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, r1["history_state"][name]), name
+    assert r0["history_state"]["weight"].tolist() == [float(EPOCHS)] * N
+    assert r0["history_state"]["flag_visits"].tolist() == [EPOCHS - 1] * N
     assert not r0["digest_differs"] and not r1["digest_differs"]
     for name in ("ce", "coteaching", "jocor"):
         assert r0[name]["dummies"] == [0, 0] and r1[name]["dummies"] == [1, 1]
