@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -126,19 +127,19 @@ def confusion_labels(cache: Path) -> np.ndarray:
     images, labels = load_fashion_mnist("train")
     lo, hi = CONFUSION_REF
     ref_cfg = run_config(["method.name=ce"], epochs=6)
-    ref = _arrays(images[lo:hi], labels[lo:hi], labels[lo:hi])
+    ref = to_arrays(images[lo:hi], labels[lo:hi], labels[lo:hi])
     mean, std = pixel_stats(images[lo:hi])
-    result = _train(ref_cfg, ref, mean=mean, std=std, record=False)
+    result = train_local(ref_cfg, ref, mean=mean, std=std, record=False)
     net = result.method.eval_model()
     test_images, test_labels = load_fashion_mnist("test")
-    test_p = _predict(net, test_images, mean, std)
+    test_p = predict(net, test_images, mean, std)
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES))
     np.add.at(confusion, (test_labels, test_p.argmax(1)), 1)
     confusion /= confusion.sum(1, keepdims=True)
     lookalike = (confusion >= 0.02) & ~np.eye(NUM_CLASSES, dtype=bool)
     start = TASKS[HELD_OUT_TASK][0]
     clean = labels[start : start + N_TRAIN]
-    p = _predict(net, images[start : start + N_TRAIN], mean, std).astype(np.float64)
+    p = predict(net, images[start : start + N_TRAIN], mean, std).astype(np.float64)
     allowed = lookalike[clean] * p  # (N, C) mass on the look-alike classes of the true class
     mass = allowed.sum(1)
     rng = np.random.default_rng(CONFUSION_SEED)
@@ -177,7 +178,7 @@ def run_config(
     return load_config(None, items)
 
 
-def _arrays(images: np.ndarray, given: np.ndarray, clean: np.ndarray):
+def to_arrays(images: np.ndarray, given: np.ndarray, clean: np.ndarray):
     from jumpray.train.local import ArraySet
 
     n = len(given)
@@ -221,7 +222,7 @@ class HistoryRecorder:
             self.flags[epoch] = flags.current().numpy()
 
 
-def _train(cfg: RunConfig, train, *, mean, std, record: bool = True, keep: int = KEEP):
+def train_local(cfg: RunConfig, train, *, mean, std, record: bool = True, keep: int = KEEP):
     """run_local with the recorder and the last ``keep`` snapshots; returns LocalResult + extras."""
     import jumpray.train.local as local
 
@@ -255,7 +256,7 @@ def _train(cfg: RunConfig, train, *, mean, std, record: bool = True, keep: int =
 
 
 @torch.no_grad()
-def _predict(net, images: np.ndarray, mean, std, *, batch: int = 1000) -> np.ndarray:
+def predict(net, images: np.ndarray, mean, std, *, batch: int = 1000) -> np.ndarray:
     """(N, C) softmax at T = 1 of ``net`` on the test view of uint8 (N, 28, 28) images."""
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
@@ -321,12 +322,12 @@ def train_and_cache(
     torch.set_num_threads(1)
     cfg = run_config(overrides, epochs=epochs)
     task = load_task(task_name, cache)
-    train = _arrays(task["images"], task["given"], task["clean"])
+    train = to_arrays(task["images"], task["given"], task["clean"])
     t0 = time.perf_counter()
-    result = _train(cfg, train, mean=task["mean"], std=task["std"])
+    result = train_local(cfg, train, mean=task["mean"], std=task["std"])
     train_s = time.perf_counter() - t0
     net = result.method.eval_model()
-    test_p = _predict(net, task["test_images"], task["mean"], task["std"])
+    test_p = predict(net, task["test_images"], task["mean"], task["std"])
     test_acc = float((test_p.argmax(1) == task["test_labels"]).mean())
     t1 = time.perf_counter()
     scores = _score_snapshots(cfg, result.snapshots, task)
@@ -382,9 +383,9 @@ def cleanlab_cv(task_name: str, *, epochs: int, backbone: str, cache: Path, fold
     t0 = time.perf_counter()
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
     for fit_rows, held_rows in splitter.split(np.zeros(len(given)), given):
-        fold = _arrays(task["images"][fit_rows], given[fit_rows], task["clean"][fit_rows])
-        res = _train(cfg, fold, mean=task["mean"], std=task["std"], record=False, keep=1)
-        oos[held_rows] = _predict(
+        fold = to_arrays(task["images"][fit_rows], given[fit_rows], task["clean"][fit_rows])
+        res = train_local(cfg, fold, mean=task["mean"], std=task["std"], record=False, keep=1)
+        oos[held_rows] = predict(
             res.method.eval_model(), task["images"][held_rows], task["mean"], task["std"]
         )
     wall = time.perf_counter() - t0
@@ -415,37 +416,48 @@ def softmax_t(logp: np.ndarray, temperature: float) -> np.ndarray:
     return p / p.sum(-1, keepdims=True)
 
 
-def confident_issues(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Confident learning, prune by noise rate: jumpray's decision when present, else cleanlab."""
-    try:
-        from jumpray.score.confident import find_issues  # issue 12's product decision
+def confident_issues(
+    given: np.ndarray, probs: np.ndarray, filter_by: str = "prune_by_noise_rate"
+) -> np.ndarray:
+    """jumpray's confident-learning decision (:mod:`jumpray.score.confident`) on (N, C) probs."""
+    from jumpray.score.confident import find_label_issues
 
-        return np.asarray(find_issues(given, probs), dtype=bool)
-    except ImportError:
-        from cleanlab.filter import find_label_issues
+    return find_label_issues(given, probs, filter_by=filter_by)
 
-        return find_label_issues(given, probs, filter_by="prune_by_noise_rate", n_jobs=1)
+
+def cleanlab_issues(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's own ``find_label_issues`` with its defaults (the reference detector)."""
+    from cleanlab.filter import find_label_issues
+
+    return find_label_issues(given, probs, n_jobs=1)
 
 
 def decisions(z: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Every decision this study compares: name -> (N,) bool is_label_issue."""
+    """Every decision this study compares: name -> (N,) bool is_label_issue.
+
+    ``thr``: the old default (mean p(given) over the R snapshots < 0.1); ``cl_*``: confident
+    learning (prune by noise rate) on ``snap`` = the mean of the R snapshots' probabilities,
+    ``hist`` = the mean of the training forward's probabilities from the first selection epoch
+    on (``hist0``: from epoch 0), ``both`` = the average of snap and hist (``score.source``);
+    ``pbc_snap``: prune by class; ``flag_frac``: clean flag in under half the selection epochs.
+    All at the training temperature T, as the product computes them.
+    """
     given = z["given"]
     t = meta["temperature"]
     rows = np.arange(len(given))
-    snap_p = softmax_t(z["snap_logp"], t)  # (R, N, C) at the training temperature
-    mean_snap = snap_p.mean(0)
+    snap = softmax_t(z["snap_logp"], t).mean(0)  # (N, C) at the training temperature
     out = {
-        "thr0.1": mean_snap[rows, given] < 0.1,
-        "cl_snap": confident_issues(given, mean_snap),
-        "cl_snap_t1": confident_issues(given, softmax_t(z["snap_logp"], 1.0).mean(0)),
+        "thr": snap[rows, given] < 0.1,
+        "cl_snap": confident_issues(given, snap),
+        "pbc_snap": confident_issues(given, snap, "prune_by_class"),
     }
-    warm = int(meta.get("warmup_epochs", 0))
-    hist = z["train_logp"]
-    if hist.shape[0] > warm and np.any(hist[warm:]):
-        hist_p = softmax_t(hist[warm:], t).mean(0)
-        out["cl_hist"] = confident_issues(given, hist_p)
-        out["cl_hist_all"] = confident_issues(given, softmax_t(hist, t).mean(0))
-        out["cl_both"] = confident_issues(given, 0.5 * (hist_p + mean_snap))
+    warm = int(meta.get("warmup_epochs", 0)) if meta["method"] == "jumpteaching" else 0
+    hist_all = z["train_logp"]
+    if hist_all.shape[0] > warm and np.any(hist_all[-1]):
+        hist = softmax_t(hist_all[warm:], t).mean(0)
+        out["cl_hist"] = confident_issues(given, hist)
+        out["cl_hist0"] = confident_issues(given, softmax_t(hist_all, t).mean(0))
+        out["cl_both"] = confident_issues(given, 0.5 * (hist + snap))
         if z["flags"][warm:].any():
             out["flag_frac"] = z["flags"][warm:].mean(0) < 0.5
     return out
@@ -466,12 +478,15 @@ def evaluate_cache(cache: Path) -> list[dict[str, Any]]:
         base = {k: meta[k] for k in ("task", "method", "epochs") if k in meta}
         base["settings"] = settings_name(meta)
         if meta["method"] == "cleanlab":
-            issue = confident_issues(z["given"], z["oos_p"])
-            rows.append(
-                base
-                | {"decision": "cleanlab", "test_accuracy": None, "wall_s": meta["cv_s"]}
-                | detection(issue, z["given"], z["clean"])
-            )
+            for name, issue in (
+                ("cleanlab", cleanlab_issues(z["given"], z["oos_p"])),
+                ("cl_oos", confident_issues(z["given"], z["oos_p"])),
+            ):
+                rows.append(
+                    base
+                    | {"decision": name, "test_accuracy": None, "wall_s": meta["cv_s"]}
+                    | detection(issue, z["given"], z["clean"])
+                )
             continue
         for name, issue in decisions(z, meta).items():
             rows.append(
@@ -491,7 +506,8 @@ def settings_name(meta: dict[str, Any]) -> str:
         return f"cleanlab/{meta['backbone']}"
     keep = [o for o in meta["overrides"] if not o.startswith("method.name=")]
     short = [o.replace("selection.", "").replace("jump.", "").replace("model.", "") for o in keep]
-    return ",".join(sorted(short)) or "schema-defaults"
+    name = ",".join(sorted(short)) or "schema-defaults"
+    return name if meta["method"] == "jumpteaching" else f"{meta['method']}:{name}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,6 +535,27 @@ def grid(stage: str) -> list[tuple[str, str, list[str], int]]:
                 jobs.append(("jumpteaching", noise, [bb, *profile], 8))
             if backbone == "small_cnn":
                 jobs += [("cleanlab", task, ["small_cnn"], 8) for task in TASKS]
+    elif stage == "screen":
+        # selection settings on the cheapest backbone, one budget (8 epochs)
+        bb = "model.backbone=tiny_cnn"
+        for temp, blend, floor in itertools.product(
+            ("1", "2"), ("false", "true"), ("0", "1.0", "1.2")
+        ):
+            if (temp, blend, floor) == ("2", "true", "0"):
+                continue  # the schema defaults: run by the backbone stage
+            sel = [
+                f"selection.temperature={temp}",
+                f"selection.blend={blend}",
+                f"selection.class_floor={floor}",
+            ]
+            jobs += [("jumpteaching", noise, [bb, *sel], 8) for noise in NOISES]
+        for floor in ("1.5", "2.0"):
+            sel = [
+                "selection.temperature=1",
+                "selection.blend=false",
+                f"selection.class_floor={floor}",
+            ]
+            jobs += [("jumpteaching", noise, [bb, *sel], 8) for noise in NOISES]
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     return jobs
@@ -561,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     p_cl.add_argument("--part", default="0/1")
     p_eval = sub.add_parser("eval", help="evaluate every cached run's decisions")
     p_eval.add_argument("--out", type=Path, default=None)
+    p_eval.add_argument("--decision", nargs="+", default=["thr", "cl_snap", "cl_hist", "cl_both"])
+    p_eval.add_argument("--epochs", type=int, default=None)
+    p_eval.add_argument("--choose", action="store_true", help="leave-one-noise-out choice")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from jumpray.log import setup_logging
@@ -586,17 +626,152 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate_cache(args.cache)
         if args.out:
             args.out.write_text(json.dumps(rows, indent=1))
-        print_rows(rows)
+        if args.choose:
+            result = choose(rows, epochs=args.epochs or 8)
+            print_choice(result)
+            if args.out:
+                args.out.with_suffix(".choice.json").write_text(json.dumps(result, indent=1))
+            return 0
+        for decision in args.decision:
+            print_rows(rows, decision=decision, epochs=args.epochs)
+            print()
     return 0
 
 
-def print_rows(rows: list[dict[str, Any]]) -> None:
+def backbone_of(settings: str) -> str:
+    for part in settings.split(":")[-1].split(","):
+        if part.startswith("backbone="):
+            return part.split("=", 1)[1]
+    return "cnn28"
+
+
+def choose(
+    rows: list[dict[str, Any]], *, epochs: int, decisions_: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Leave-one-noise-out choice of (training settings, decision).
+
+    Candidates: every Jump-teaching settings with a cached run on all of :data:`NOISES` at
+    ``epochs``, crossed with every decision. Objective on a noise: F1 + test accuracy. For each
+    held-out noise the candidate with the best mean objective over the other four is chosen and
+    its figures on the held-out noise are reported next to the best any candidate reached there
+    (in hindsight) and the candidate chosen on all five (in-sample). cleanlab's F1 and plain CE's
+    test accuracy (same backbone and epochs) are the goals' yardsticks.
+    """
+    table: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    ref_f1: dict[str, float] = {}
+    ce_acc: dict[tuple[str, str], float] = {}
     for r in rows:
-        acc = "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
-        print(
-            f"{r['task']:<14}{r['epochs']:>3} {r['settings']:<60} {r['decision']:<12}"
-            f"P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} acc {acc}"
+        if r["epochs"] != epochs:
+            continue
+        if r["decision"] == "cleanlab":
+            ref_f1[r["task"]] = r["f1"]
+        elif r["settings"].startswith("ce:"):
+            ce_acc[(backbone_of(r["settings"]), r["task"])] = r["test_accuracy"]
+        elif r["settings"].startswith("cleanlab/"):
+            continue
+        elif decisions_ is None or r["decision"] in decisions_:
+            table.setdefault((r["settings"], r["decision"]), {})[r["task"]] = (
+                r["f1"],
+                r["test_accuracy"],
+            )
+    full = {k: v for k, v in table.items() if all(n in v for n in NOISES)}
+
+    def score(cand, noises):
+        return float(np.mean([sum(full[cand][n]) for n in noises]))
+
+    best_all = max(full, key=lambda c: score(c, NOISES))
+    folds = []
+    for held in NOISES:
+        others = [n for n in NOISES if n != held]
+        pick = max(full, key=lambda c: score(c, others))
+        oracle = max(full, key=lambda c: sum(full[c][held]))
+        folds.append(
+            {
+                "held_out": held,
+                "chosen": list(pick),
+                "held_out_f1": full[pick][held][0],
+                "held_out_acc": full[pick][held][1],
+                "in_sample_f1": full[best_all][held][0],
+                "in_sample_acc": full[best_all][held][1],
+                "oracle": list(oracle),
+                "oracle_f1": full[oracle][held][0],
+                "oracle_acc": full[oracle][held][1],
+                "cleanlab_f1": ref_f1.get(held),
+                "ce_acc": ce_acc.get((backbone_of(pick[0]), held)),
+            }
         )
+    ranking = sorted(full, key=lambda c: -score(c, NOISES))
+    return {
+        "epochs": epochs,
+        "chosen_on_all": list(best_all),
+        "folds": folds,
+        "top": [
+            {
+                "settings": c[0],
+                "decision": c[1],
+                "objective": round(score(c, NOISES), 4),
+                "f1": {n: full[c][n][0] for n in NOISES},
+                "acc": {n: full[c][n][1] for n in NOISES},
+            }
+            for c in ranking[:15]
+        ],
+    }
+
+
+def print_choice(result: dict[str, Any]) -> None:
+    print(
+        f"leave-one-noise-out at {result['epochs']} epochs; chosen on all five: "
+        f"{result['chosen_on_all']}"
+    )
+    print(
+        f"{'held out':<14}{'chosen on the other four':<72}{'F1':>7}{'acc':>8}"
+        f"{'in-s F1':>9}{'in-s acc':>9}{'best F1':>8}{'best acc':>9}{'cl F1':>7}{'CE acc':>8}"
+    )
+    for f in result["folds"]:
+        ce = f["ce_acc"]
+        print(
+            f"{f['held_out']:<14}{' / '.join(f['chosen'])[:71]:<72}{f['held_out_f1']:>7.3f}"
+            f"{f['held_out_acc']:>8.4f}{f['in_sample_f1']:>9.3f}{f['in_sample_acc']:>9.4f}"
+            f"{f['oracle_f1']:>8.3f}{f['oracle_acc']:>9.4f}{f['cleanlab_f1'] or float('nan'):>7.3f}"
+            f"{ce if ce is not None else float('nan'):>8.4f}"
+        )
+    print("top candidates (mean F1 + acc over the five noises):")
+    for t in result["top"]:
+        f1 = " ".join(f"{t['f1'][n]:.3f}" for n in NOISES)
+        acc = " ".join(f"{t['acc'][n]:.3f}" for n in NOISES)
+        print(
+            f"  {t['objective']:.4f}  {t['settings'][:60]:<60} {t['decision']:<10} F1 {f1} | acc {acc}"
+        )
+
+
+def print_rows(rows: list[dict[str, Any]], *, decision: str, epochs: int | None) -> None:
+    """A pivot: one line per settings, F1 (and test accuracy) per task, means over NOISES."""
+    tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
+    cells: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if epochs is not None and r["epochs"] != epochs:
+            continue
+        wanted = decision if r["decision"] != "cleanlab" else "cleanlab"
+        if r["decision"] != wanted and not r["settings"].startswith("ce:"):
+            continue
+        if r["settings"].startswith("ce:") and r["decision"] != decision:
+            continue
+        cells.setdefault((r["settings"], r["epochs"]), {})[r["task"]] = r
+    head = "".join(f"{t[:11]:>12}" for t in tasks)
+    print(f"decision {decision}: F1 per task, then test accuracy per task")
+    print(f"{'settings':<58}{'ep':>3}{head}{'meanF1':>8} |{head}{'meanAcc':>8}")
+    for (name, ep), by_task in sorted(cells.items()):
+        f1 = [by_task[t]["f1"] if t in by_task else None for t in tasks]
+        acc = [by_task[t]["test_accuracy"] if t in by_task else None for t in tasks]
+        main_f1 = [v for t, v in zip(tasks, f1, strict=True) if v is not None and t in NOISES]
+        main_acc = [v for t, v in zip(tasks, acc, strict=True) if v is not None and t in NOISES]
+
+        def fmt(v):
+            return f"{v:>12.3f}" if v is not None else f"{'-':>12}"
+
+        mf = f"{np.mean(main_f1):>8.3f}" if len(main_f1) == len(NOISES) else f"{'-':>8}"
+        ma = f"{np.mean(main_acc):>8.4f}" if len(main_acc) == len(NOISES) else f"{'-':>8}"
+        print(f"{name[:58]:<58}{ep:>3}{''.join(map(fmt, f1))}{mf} |{''.join(map(fmt, acc))}{ma}")
 
 
 if __name__ == "__main__":
