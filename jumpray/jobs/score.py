@@ -211,16 +211,14 @@ def run(args: argparse.Namespace) -> int:
 def summary_text(s: dict[str, Any], *, out: Path, command: str) -> str:
     """The one-screen summary of a scoring (or clean) run."""
     d = s["decision"]
+    source = d.get("source", "snapshots")
+    probs = "the training history" if source == "training" else f"snapshots {d['snapshot_epochs']}"
+    if source == "both":
+        probs += " and the training history"
     if d.get("name") == "confident":
-        how = (
-            f"confident learning ({d['filter_by']}, ranked by {d['rank_by']}) over snapshots "
-            f"{d['snapshot_epochs']}"
-        )
+        how = f"confident learning ({d['filter_by']}, ranked by {d['rank_by']}) on {probs}"
     else:
-        how = (
-            f"{d['combine']} of {d['formula']} over snapshots {d['snapshot_epochs']}, threshold "
-            f"{d['threshold']:g}"
-        )
+        how = f"{d['combine']} of {d['formula']} on {probs}, threshold {d['threshold']:g}"
     lines = [
         f"jumpray {command}: {s['num_samples']} samples scored from {s['shards']}, "
         f"{s['num_quarantined']} quarantined",

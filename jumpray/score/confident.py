@@ -108,8 +108,8 @@ class ProbBatch:
         given_label: (B,) int64 in [0, C).
         prob_given: (B,) float64, p(given label).
         top_labels: (B, k) int64, the k most probable classes, most probable first (ties: lower
-            class first), so ``top_labels[:, 0]`` is the argmax.
-        top_probs: (B, k) float64, their probabilities.
+            class first), so ``top_labels[:, 0]`` is the argmax; -1 marks an empty slot.
+        top_probs: (B, k) float64, their probabilities (0 in empty slots).
     """
 
     idx: np.ndarray
@@ -245,7 +245,8 @@ def _confident_class(batch: ProbBatch, thresholds: np.ndarray) -> np.ndarray:
     probs = np.concatenate([batch.top_probs, batch.prob_given[:, None]], axis=1)
     # The given class always carries p_given, wherever it appears.
     probs = np.where(labels == batch.given_label[:, None], batch.prob_given[:, None], probs)
-    confident = probs >= thresholds[labels] - THRESHOLD_EPS
+    # An empty slot (label -1) is never confident.
+    confident = (labels >= 0) & (probs >= thresholds[np.maximum(labels, 0)] - THRESHOLD_EPS)
     masked = np.where(confident, probs, -np.inf)
     best = masked.max(axis=1, initial=-np.inf)
     # Among the confident classes with the largest probability, the lowest class index.
@@ -579,7 +580,8 @@ class ConfidentLearning:
         given = np.repeat(batch.given_label, k)
         label = batch.top_labels.reshape(-1)
         cell = given * c + label
-        ok = (label != given) & (self._cells.capacity[cell] > 0)
+        ok = (label >= 0) & (label != given)
+        ok[ok] = self._cells.capacity[cell[ok]] > 0
         margin = batch.top_probs.reshape(-1) - np.repeat(batch.prob_given, k)
         self._cells.add(
             cell[ok],

@@ -39,12 +39,14 @@ import ray.data
 
 from jumpray.checkpoint import load_checkpoint
 from jumpray.config import RunConfig, ScoreConfig
+from jumpray.core import SampleHistory
 from jumpray.data.shards import ShardSource
 from jumpray.errors import ConfigError, DataError
 from jumpray.log import get_logger
 from jumpray.score.decide import Decision
 from jumpray.score.rules import LabelRule, make_rule
 from jumpray.score.scorer import Scorer, ScorerSpec
+from jumpray.score.sources import HISTORY_FORMULAS, blend_scores, history_columns, training_scores
 from jumpray.score.summary import LabelStats
 from jumpray.score.table import decide_table, labels_schema, to_table
 
@@ -56,6 +58,7 @@ __all__ = [
     "build_rule",
     "snapshots_from_checkpoint",
     "snapshots_from_refs",
+    "load_sample_history",
     "check_resources",
     "score_shards",
     "evaluate_accuracy",
@@ -108,6 +111,7 @@ class SnapshotSet:
     data: dict[str, Any]
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: str | None = None
 
 
 def snapshots_from_checkpoint(folder: str | Path, num_snapshots: int) -> SnapshotSet:
@@ -137,6 +141,7 @@ def snapshots_from_checkpoint(folder: str | Path, num_snapshots: int) -> Snapsho
         data=dict(state["data"]),
         config=dict(state.get("config") or {}),
         history=list(state.get("history") or []),
+        checkpoint=str(folder),
     )
 
 
@@ -157,7 +162,27 @@ def snapshots_from_refs(
         data=dict(state["data"]),
         config=dict(state.get("config") or {}),
         history=list(state.get("history") or []),
+        checkpoint=str(checkpoint),
     )
+
+
+def load_sample_history(snaps: SnapshotSet) -> SampleHistory:
+    """The per-sample training history saved in the snapshots' checkpoint.
+
+    Raises:
+        ConfigError: the checkpoint has none (not Jump-teaching, or written before it existed).
+    """
+    state = load_checkpoint(snaps.checkpoint) if snaps.checkpoint else {}
+    saved = (state.get("method") or {}).get("history")
+    if saved is None:
+        raise ConfigError(
+            "score.source: the checkpoint holds no per-sample training history (only Jump-teaching "
+            "runs of this version record one); use score.source=snapshots"
+        )
+    n, k = (int(d) for d in saved["top_labels"].shape)
+    history = SampleHistory(n, int(saved["num_classes"]), top_k=k)
+    history.load_state_dict(saved)
+    return history
 
 
 def build_spec(cfg: RunConfig, snaps: SnapshotSet) -> ScorerSpec:
@@ -273,6 +298,33 @@ def _blocks(ds) -> Iterator[dict[str, np.ndarray]]:
     yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
+def _rows(source: ShardSource, snaps: SnapshotSet, cfg: RunConfig, k: int):
+    """The scored row blocks for ``score.source`` (:mod:`jumpray.score.sources`)."""
+    score = cfg.score
+    if (
+        score.source == "training"
+        and score.decision == "threshold"
+        and score.formula not in HISTORY_FORMULAS
+    ):
+        raise ConfigError(
+            f"score.formula={score.formula} needs a scoring pass; with score.source=training "
+            f"use one of {', '.join(HISTORY_FORMULAS)}"
+        )
+    if score.source == "training":
+        history = load_sample_history(snaps)
+        for batch in _blocks(source.dataset.drop_columns(["image"])):
+            hist = history_columns(history, batch["idx"], k=k)
+            yield dict(batch) | training_scores(batch, hist, formula=score.formula)
+        return
+    history = load_sample_history(snaps) if score.source == "both" else None
+    for batch in _blocks(_scored_dataset(source, snaps, build_spec(cfg, snaps), score)):
+        if history is None:
+            yield dict(batch) | {"train_clean_rate": np.full(len(batch["idx"]), np.nan)}
+        else:
+            hist = history_columns(history, batch["idx"], k=k)
+            yield blend_scores(batch, hist, formula=score.formula)
+
+
 def score_shards(
     source: ShardSource,
     snaps: SnapshotSet,
@@ -297,10 +349,8 @@ def score_shards(
         ConfigError: resources or decision settings that cannot work.
         DataError: a bad sample under ``data.on_error=raise``, or a broken count invariant.
     """
-    spec = build_spec(cfg, snaps)
     num_classes = int(snaps.model_args["num_classes"])
     rule = build_rule(cfg.score, num_classes)
-    ds = _scored_dataset(source, snaps, spec, cfg.score)
     path = Path(labels_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = path.with_name(f".{path.stem}.raw-{os.getpid()}.parquet")
@@ -310,8 +360,10 @@ def score_shards(
     rows, first = 0, None
     start = time.perf_counter()
     log.info(
-        "scoring %s with snapshots of epochs %s: %d actor(s) x %g CPU%s, batch %d, decision %s",
+        "scoring %s (source %s, snapshots of epochs %s): %d actor(s) x %g CPU%s, batch %d, "
+        "decision %s",
         source.info.folder,
+        cfg.score.source,
         snaps.epochs,
         cfg.score.num_actors,
         cfg.score.cpus_per_actor,
@@ -321,7 +373,7 @@ def score_shards(
     )
     try:
         with pq.ParquetWriter(raw, raw_schema) as writer:
-            for batch in _blocks(ds):
+            for batch in _rows(source, snaps, cfg, k):
                 n = len(batch["idx"])
                 if not n:
                     continue
@@ -353,7 +405,7 @@ def score_shards(
         decide_s,
         path,
     )
-    decision = {"name": rule.name, **rule.params(), **rule.result()}
+    decision = {"name": rule.name, "source": cfg.score.source, **rule.params(), **rule.result()}
     return ScoreRun(
         path, rows, num_quarantined, wall, rows / max(wall, 1e-9), first or 0.0, decide_s, decision
     )

@@ -346,9 +346,15 @@ def _explain(decision: dict[str, Any], names: list[str]) -> str:
         + ("-" if t is None else f"{t:.3f}")
         for i, t in enumerate(thresholds)
     )
+    source = {
+        "snapshots": f"the mean probabilities of the snapshots of epochs {epochs}",
+        "training": "the running mean of the training forward's probabilities",
+        "both": f"the average of the snapshots' (epochs {epochs}) and the training forward's "
+        "probabilities",
+    }.get(str(decision.get("source", "snapshots")), "")
     return (
-        "Confident learning (Northcutt et al., JAIR 2021) on the mean probabilities of the "
-        f"snapshots of epochs {epochs}: per-class thresholds (the mean probability of each class "
+        f"Confident learning (Northcutt et al., JAIR 2021) on {source}: per-class thresholds "
+        "(the mean probability of each class "
         "over the samples given that label), the calibrated confident joint, and "
         f"<code>{html.escape(str(decision.get('filter_by')))}</code>; label_score and rank are "
         f"<code>{html.escape(str(decision.get('rank_by')))}</code>. Thresholds: {listed}."

@@ -11,8 +11,9 @@ Columns (CONTRACT §3 plus the scorer's): ``key``, ``shard``, ``idx``, ``given_l
 ``clean_label`` (when the shards carry it; null where unknown), ``predicted_label``,
 ``label_score``, ``is_label_issue``, ``rank`` (1 = most suspicious issue; null = not an issue),
 ``class_threshold`` (the decision's threshold for the sample's given label), ``prob_given``,
-``pred_prob``, ``margin``, ``bit_loss_mean``, ``bit_loss_var``, ``semantic_prob``, ``votes``,
-``top_labels`` / ``top_probs`` (fixed-size lists of k = min(``score.top_k``, C): the most
+``pred_prob``, ``margin``, ``bit_loss_mean``, ``bit_loss_var``, ``semantic_prob``, ``votes``
+(-1 without a scoring pass), ``train_clean_rate`` (the training history's clean-flag rate; NaN
+without one, :mod:`jumpray.score.sources`), ``top_labels`` / ``top_probs`` (fixed-size lists of k = min(``score.top_k``, C): the most
 probable classes, most probable first).
 """
 
@@ -59,6 +60,7 @@ def labels_schema(*, has_clean_labels: bool, top_k: int, decided: bool = True) -
     fields += [
         pa.field("semantic_prob", pa.float64()),
         pa.field("votes", pa.int64()),
+        pa.field("train_clean_rate", pa.float64()),
         pa.field("top_labels", pa.list_(pa.int64(), int(top_k))),
         pa.field("top_probs", pa.list_(pa.float32(), int(top_k))),
     ]

@@ -259,3 +259,44 @@ def test_score_job_with_confident_learning(tmp_path, ray_cluster):
     source = read_shards(tmp_path / "shards", on_error="skip")
     written = write_clean_shards(source, out / "labels.parquet", tmp_path / "clean")
     assert written["num_kept"] == GOOD - int(issues.sum())
+
+
+@pytest.mark.parametrize("source", ["training", "both"])
+def test_score_job_from_the_training_history(tmp_path, ray_cluster, source):
+    from jumpray.checkpoint import load_checkpoint
+    from jumpray.core import SampleHistory
+
+    images, given, clean = _shards(tmp_path / "shards")
+    weights = _checkpoint(tmp_path / "ckpt")
+    # A history of two epochs for the 15 ids (12 usable), as Jump-teaching would have saved it.
+    history = SampleHistory(DATA["num_samples"], C, top_k=10)
+    gen = torch.Generator().manual_seed(0)
+    for epoch in range(2):
+        probs = torch.softmax(torch.randn(DATA["num_samples"], C, generator=gen) * 2, dim=1)
+        labels = torch.tensor([*given.tolist(), 0, 0, 0])
+        history.record(torch.arange(15), labels, probs, epoch=epoch)
+        history.commit(*history.pending())
+    history.count_flags(torch.arange(15), torch.arange(15) % 3 == 0)
+    state = load_checkpoint(tmp_path / "ckpt")
+    state["method"] = {"history": history.state_dict()}
+    save_checkpoint(tmp_path / "ckpt", state)
+
+    out = tmp_path / "out"
+    args = ["score", "--shards", str(tmp_path / "shards"), "--checkpoint", str(tmp_path / "ckpt")]
+    args += ["--out", str(out), "data.on_error=skip", "score.num_snapshots=2"]
+    args += ["score.decision=confident", f"score.source={source}"]
+    assert main(args) == 0
+    rows = pq.read_table(out / "labels.parquet").sort_by("idx").to_pydict()
+    assert rows["idx"] == list(range(GOOD))
+    hist = history.lookup(torch.arange(GOOD))
+    p_hist = hist["prob_given"].double().numpy()
+    if source == "training":
+        np.testing.assert_allclose(rows["prob_given"], p_hist, rtol=1e-5)
+        assert rows["votes"] == [-1] * GOOD
+    else:
+        snap = _expected(weights[-2:], images, given, formula="prob")
+        np.testing.assert_allclose(rows["prob_given"], (p_hist + snap["prob_given"]) / 2, rtol=1e-5)
+    np.testing.assert_allclose(rows["train_clean_rate"], (np.arange(GOOD) % 3 == 0) * 1.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["decision"]["source"] == source and summary["num_quarantined"] == 3
+    assert summary["num_label_issues"] == sum(rows["is_label_issue"])

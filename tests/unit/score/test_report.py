@@ -71,3 +71,45 @@ def test_report_has_the_numbers_the_plots_and_the_config(tmp_path):
         assert f'src="{png.name}"' in page
         with Image.open(png) as im:
             assert im.format == "PNG" and im.width >= 400
+
+
+def test_report_of_a_confident_learning_decision(tmp_path):
+    summary = {
+        "shards": "s",
+        "num_samples": 3,
+        "num_label_issues": 1,
+        "num_quarantined": 0,
+        "estimated_noise_rate": 1 / 3,
+        "estimated_joint_noise_rate": 0.25,
+        "num_classes": 2,
+        "class_names": ["a", "b"],
+        "estimated_noise_matrix": [[0.8, 0.2], [0.1, 0.9]],
+        "estimated_noise_rate_by_class": [0.125, 0.5],
+        "noise_matrix_method": "confident_learning",
+        "true_noise_matrix": [[1.0, 0.0], [0.0, 1.0]],
+        "flag_rate_by_class": [0.0, 0.5],
+        "decision": {
+            "name": "confident",
+            "source": "both",
+            "filter_by": "prune_by_noise_rate",
+            "rank_by": "self_confidence",
+            "class_thresholds": [0.61, None],
+            "snapshot_epochs": [6, 7],
+        },
+    }
+    hist = {"edges": [0.0, 0.5, 1.0], "all": [1, 2]}
+    write_report(
+        tmp_path,
+        summary=summary,
+        histograms=hist,
+        history=[],
+        gallery_rows=[],
+        gallery_images=[],
+        config={},
+    )
+    page = (tmp_path / "report.html").read_text()
+    assert "Confident learning" in page and "prune_by_noise_rate" in page
+    assert "a: 0.610, b: -" in page and "training forward" in page
+    assert "<th>estimated wrong fraction</th>" in page and "<td>0.500</td>" in page
+    assert "<td>0.2500</td>" in page  # the joint's noise rate
+    assert (tmp_path / "report_noise_matrix.png").stat().st_size > 1000

@@ -81,6 +81,7 @@ def _rows(n: int, c: int, k: int, seed: int = 0) -> dict[str, np.ndarray]:
         "bit_loss_var": np.full(n, np.nan),
         "semantic_prob": np.full(n, np.nan),
         "votes": np.ones(n, np.int64),
+        "train_clean_rate": np.full(n, np.nan),
         "top_labels": labels,
         "top_probs": top.astype(np.float32),
         "_probs": probs,
