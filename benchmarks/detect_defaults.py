@@ -443,7 +443,8 @@ def decisions(z: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.nd
     All at the training temperature T, as the product computes them.
     """
     given = z["given"]
-    t = meta["temperature"]
+    # CE trains plain cross-entropy: its probabilities are at T = 1 whatever selection.temperature
+    t = meta["temperature"] if meta["method"] == "jumpteaching" else 1.0
     rows = np.arange(len(given))
     snap = softmax_t(z["snap_logp"], t).mean(0)  # (N, C) at the training temperature
     out = {
@@ -456,8 +457,11 @@ def decisions(z: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.nd
     if hist_all.shape[0] > warm and np.any(hist_all[-1]):
         hist = softmax_t(hist_all[warm:], t).mean(0)
         out["cl_hist"] = confident_issues(given, hist)
-        out["cl_hist0"] = confident_issues(given, softmax_t(hist_all, t).mean(0))
+        hist0 = softmax_t(hist_all, t).mean(0)
+        out["cl_hist0"] = confident_issues(given, hist0)
         out["cl_both"] = confident_issues(given, 0.5 * (hist + snap))
+        out["cl_both0"] = confident_issues(given, 0.5 * (hist0 + snap))
+        out["pbc_hist"] = confident_issues(given, hist, "prune_by_class")
         if z["flags"][warm:].any():
             out["flag_frac"] = z["flags"][warm:].mean(0) < 0.5
     return out
@@ -520,9 +524,10 @@ AXES = {
 }
 
 
-def grid(stage: str) -> list[tuple[str, str, list[str], int]]:
+def grid(stage: str, base: list[str] = ()) -> list[tuple[str, str, list[str], int]]:
     """(method, task, overrides, epochs) of a named stage; ``cleanlab``'s overrides name its
-    backbone. Cheap runs first, so the first figures come early."""
+    backbone. Cheap runs first, so the first figures come early. ``base``: the settings the
+    later stages vary around (the screen's short list)."""
     jobs: list[tuple[str, str, list[str], int]] = []
     profile = ["selection.class_floor=1.2", "selection.temperature=1", "selection.blend=false"]
     if stage == "backbone":
@@ -556,6 +561,28 @@ def grid(stage: str) -> list[tuple[str, str, list[str], int]]:
                 f"selection.class_floor={floor}",
             ]
             jobs += [("jumpteaching", noise, [bb, *sel], 8) for noise in NOISES]
+    elif stage == "schedule":
+        # warm-up length and jump interval around ``base``, at both budgets
+        for epochs, warmups in ((8, ("1", "2", "3")), (16, ("2", "4", "6"))):
+            for warm in warmups:
+                jobs += [
+                    ("jumpteaching", n, [*base, f"jump.warmup_epochs={warm}"], epochs)
+                    for n in NOISES
+                ]
+            jobs += [
+                (
+                    "jumpteaching",
+                    n,
+                    [*base, "jump.interval=2", f"jump.warmup_epochs={warmups[1]}"],
+                    epochs,
+                )
+                for n in NOISES
+            ]
+    elif stage == "budget16":
+        # the references at the second budget
+        for backbone in ("tiny_cnn",):
+            jobs += [("ce", n, [f"model.backbone={backbone}"], 16) for n in NOISES]
+        jobs += [("cleanlab", task, ["small_cnn"], 16) for task in TASKS]
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     return jobs
@@ -590,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     p_grid = sub.add_parser("grid", help="every run of a stage (cached ones are skipped)")
     p_grid.add_argument("--stage", required=True)
     p_grid.add_argument("--part", default="0/1", help="I/N: this process runs jobs I, I+N, ...")
+    p_grid.add_argument("--base", default="", help="comma-separated overrides later stages vary")
     p_cl = sub.add_parser("cleanlab", help="cleanlab's K-fold CV on a task (cached)")
     p_cl.add_argument("--task", nargs="+", default=list(TASKS))
     p_cl.add_argument("--epochs", type=int, default=8)
@@ -615,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
             method=args.method,
         )
     elif args.cmd == "grid":
-        for job in _split(grid(args.stage), args.part):
+        base = [b for b in args.base.split(",") if b]
+        for job in _split(grid(args.stage, base), args.part):
             run_job(job, args.cache)
     elif args.cmd == "cleanlab":
         for task in _split(list(args.task), args.part):
