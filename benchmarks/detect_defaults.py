@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import os
 import sys
@@ -541,23 +540,17 @@ def grid(stage: str, base: list[str] = ()) -> list[tuple[str, str, list[str], in
             if backbone == "small_cnn":
                 jobs += [("cleanlab", task, ["small_cnn"], 8) for task in TASKS]
     elif stage == "screen":
-        # selection settings on the cheapest backbone, one budget (8 epochs)
+        # selection settings on the cheapest backbone, one budget (8 epochs); the most telling
+        # first (the schema defaults T=2 / blend / floor 0 ran in the backbone stage)
         bb = "model.backbone=tiny_cnn"
-        for temp, blend, floor in itertools.product(
-            ("1", "2"), ("false", "true"), ("0", "1.0", "1.2")
-        ):
-            if (temp, blend, floor) == ("2", "true", "0"):
-                continue  # the schema defaults: run by the backbone stage
+        combos = [(t, b, f) for t in ("1",) for b in ("false", "true") for f in ("0", "1.0", "1.2")]
+        combos += [("1", "false", "1.5"), ("1", "false", "2.0")]
+        combos += [("2", "false", "1.2"), ("2", "true", "1.2"), ("2", "false", "0")]
+        combos += [("2", "false", "1.0"), ("2", "true", "1.0")]
+        for temp, blend, floor in combos:
             sel = [
                 f"selection.temperature={temp}",
                 f"selection.blend={blend}",
-                f"selection.class_floor={floor}",
-            ]
-            jobs += [("jumpteaching", noise, [bb, *sel], 8) for noise in NOISES]
-        for floor in ("1.5", "2.0"):
-            sel = [
-                "selection.temperature=1",
-                "selection.blend=false",
                 f"selection.class_floor={floor}",
             ]
             jobs += [("jumpteaching", noise, [bb, *sel], 8) for noise in NOISES]
