@@ -130,6 +130,43 @@ def _build_cnn28(*, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]
     return nn.Sequential(*layers).to(memory_format=torch.channels_last), 128
 
 
+def _two_conv(in_channels: int, widths: tuple[int, int], hidden: int) -> nn.Module:
+    """conv3x3-BN-ReLU-maxpool twice, then a hidden fully connected layer (D = ``hidden``).
+
+    The adaptive pool is the identity at 28x28 (two pools give 7x7) and lets 32x32 inputs in.
+    """
+    c1, c2 = widths
+    layers = [
+        *_conv_bn_relu(in_channels, c1),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(c1, c2),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(7),
+        nn.Flatten(),
+        nn.Linear(c2 * 49, hidden),
+        nn.ReLU(inplace=True),
+    ]
+    return nn.Sequential(*layers).to(memory_format=torch.channels_last)
+
+
+@register_backbone("small_cnn")
+def _build_small_cnn(*, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
+    """Two conv layers (32, 64) and one hidden FC layer of 128: the size of cleanlab's tutorial
+    networks. About 4.3M multiply-adds per 28x28 sample (cnn28: about 22M); D = 128.
+    """
+    _no_pretrained("small_cnn", pretrained)
+    return _two_conv(in_channels, (32, 64), 128), 128
+
+
+@register_backbone("tiny_cnn")
+def _build_tiny_cnn(*, in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
+    """Two conv layers (16, 32) and one hidden FC layer of 128: about 1.2M multiply-adds per
+    28x28 sample; D = 128.
+    """
+    _no_pretrained("tiny_cnn", pretrained)
+    return _two_conv(in_channels, (16, 32), 128), 128
+
+
 # --------------------------------------------------------------------------------------------
 # PreAct ResNet-18 (He et al. 2016, "Identity Mappings in Deep Residual Networks").
 

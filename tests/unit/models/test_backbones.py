@@ -22,6 +22,9 @@ from jumpray.models.backbones import _adapt_stem_weight, _PreActBlock
 CASES = [
     ("cnn28", 1, 28, 128),
     ("cnn28", 3, 32, 128),
+    ("small_cnn", 1, 28, 128),
+    ("small_cnn", 3, 32, 128),
+    ("tiny_cnn", 1, 28, 128),
     ("preact_resnet18", 3, 32, 512),
     ("preact_resnet18", 1, 32, 512),
     ("resnet50", 3, 64, 2048),
@@ -54,6 +57,10 @@ def test_feature_shape_and_backward(name, in_channels, side, dim):
     [
         # 3x3 convs without bias 1*32, 32*32, 32*64, 64*64, 64*128 (x9) = 138,528; BN 2*(32+32+64+64+128) = 640.
         ("cnn28", 139_168),
+        # convs 1*32*9 + 32*64*9 = 18,720; BN 2*(32+64) = 192; fc 64*49*128 + 128 = 401,536.
+        ("small_cnn", 420_448),
+        # convs 1*16*9 + 16*32*9 = 4,752; BN 2*(16+32) = 96; fc 32*49*128 + 128 = 200,832.
+        ("tiny_cnn", 205_680),
         # Kuang Liu's 10-class PreActResNet18 has 11,171,146 with a 5,130-parameter fc;
         # minus the fc, plus the final BN(512) of He et al. = 11,167,040 (stage sums by hand:
         # stem 1,728 + 147,968 + 525,184 + 2,098,944 + 8,392,192 + 1,024).
@@ -63,7 +70,7 @@ def test_feature_shape_and_backward(name, in_channels, side, dim):
     ],
 )
 def test_parameter_counts(name, expected):
-    in_channels = 1 if name == "cnn28" else 3
+    in_channels = 1 if name in ("cnn28", "small_cnn", "tiny_cnn") else 3
     net, _ = build_backbone(name, in_channels=in_channels)
     assert count_parameters(net) == expected
 
