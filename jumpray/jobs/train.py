@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from jumpray.config import load_config
 from jumpray.errors import ConfigError
 from jumpray.log import get_logger
 
-__all__ = ["add_arguments", "run", "summary_text"]
+__all__ = ["add_arguments", "run", "summary_text", "startup_lines"]
 
 log = get_logger(__name__)
 
@@ -67,11 +68,14 @@ def run(args: argparse.Namespace) -> int:
     # A wrong path fails here, in a second, not after Ray has started.
     check_shard_folders(args.shards, args.test_shards)
     # Before Ray Data is imported: its quiet settings are read from the environment on import.
+    t0 = time.perf_counter()
     init_ray(address=args.address or cfg.scaling.address)
+    startup = {"startup_ray_init_s": time.perf_counter() - t0}
     from jumpray.data.shards import read_shards
     from jumpray.train.launch import fit
 
     # fit() caches only the tensor columns (data.materialize), so the reader does not.
+    t0 = time.perf_counter()
     train = read_shards(args.shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
     test = None
     if args.test_shards is not None:
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             num_classes=cfg.num_classes or train.info.num_classes,
             materialize=False,
         )
-    result = fit(cfg, train=train, test=test, out_dir=args.out, run_name=run_name)
+    startup["startup_scan_s"] = time.perf_counter() - t0
+    result = fit(cfg, train=train, test=test, out_dir=args.out, run_name=run_name, startup=startup)
     print(summary_text(result.summary, out=args.out))
     return 0
 
@@ -105,6 +110,7 @@ def summary_text(s: dict[str, Any], *, out: Path) -> str:
     lines += [
         f"  {s['mean_epoch_time_s']:.1f} s/epoch, {f['samples_per_s']:.0f} samples/s; "
         f"wall {s['fit_wall_s']:.0f} s of which start-up {s['startup_s']:.0f} s",
+        *startup_lines(s),
         f"  quarantined samples: {s['num_quarantined']}",
         f"  snapshots kept (epochs): {s['snapshot_epochs']}",
         f"  outputs: {out}/checkpoint/, train_summary.json, selection_curves.png, model.pt",
@@ -112,3 +118,23 @@ def summary_text(s: dict[str, Any], *, out: Path) -> str:
     if s.get("mlflow_run_id"):
         lines.append(f"  MLflow run {s['mlflow_run_id']} at {s['mlflow_tracking_uri']}")
     return "\n".join(lines)
+
+
+STARTUP_LABELS = (
+    ("startup_ray_init_s", "ray.init"),
+    ("startup_scan_s", "shard scan"),
+    ("startup_materialize_s", "decode into the object store"),
+    ("startup_trainer_s", "Ray Train start"),
+    ("startup_worker_s", "worker set-up"),
+    ("startup_load_rows_s", "rows into memory"),
+    ("teardown_s", "teardown"),
+)
+
+
+def startup_lines(s: dict[str, Any]) -> list[str]:
+    """One line with each measured start-up part (train_summary.json's ``startup_*`` fields)."""
+    parts = [f"{label} {s[key]:.1f} s" for key, label in STARTUP_LABELS if key in s]
+    if not parts:
+        return []
+    threads = f"; {s['torch_threads']} torch thread(s) per worker" if "torch_threads" in s else ""
+    return [f"  start-up: {', '.join(parts)}{threads}"]
