@@ -271,6 +271,13 @@ def _shard_datasource(scan: FolderScan, options: dict[str, Any], sink: Any, row_
 
 
 def _sink_actor(on_error: OnError) -> Any:
+    """The actor that collects decode-stage quarantine rows; None under ``raise``.
+
+    Under ``raise`` the first bad image raises inside its read task, so no row is ever sent, and
+    the actor (a process of its own, started while the run starts up) is not needed.
+    """
+    if on_error != "skip":
+        return None
     import ray
 
     @ray.remote(num_cpus=0)

@@ -142,6 +142,17 @@ class UnequalSplit(ray.train.DataConfig):
 HEALTH_CHECK_INTERVAL_S = "0.5"
 
 
+# Ray starts worker processes at nice 15, so that its own daemons stay responsive. A Ray Train
+# worker does the job's work: at nice 15 it yields the CPU to every other program on the machine,
+# which the plain loop (nice 0) does not. The workers get nice 0 (what Ray gives its job
+# drivers); a value set in the environment wins.
+NICENESS_ENV = "RAY_worker_niceness"
+
+
+def _worker_niceness() -> str:
+    return os.environ.get(NICENESS_ENV, "0")
+
+
 def loop_config_for(
     cfg: RunConfig, train: ShardSource, *, has_test: bool, store: Any = None
 ) -> dict[str, Any]:
@@ -340,6 +351,7 @@ def _fit_ray(
             callbacks=[EpochForwarder(queue)],
             # Ray Train's per-report INFO lines would bury the one progress line per epoch.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            worker_runtime_env={"env_vars": {NICENESS_ENV: _worker_niceness()}},
         ),
         datasets=datasets,
         dataset_config=UnequalSplit(preserve_order=cfg.data.preserve_order),
