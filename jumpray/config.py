@@ -147,7 +147,11 @@ class TrainConfig(_Strict):
     )
     channels_last: bool = Field(True, description="GPU only")
     num_threads: int | None = Field(
-        None, ge=1, description="torch threads for local runs; null = torch default"
+        None,
+        ge=1,
+        description="torch threads per process; null = auto: local runs all cores; a Ray Train "
+        "worker the node's CPUs / its workers once the rows are in the object store, else what "
+        "its reserved CPUs give (jumpray.ray_utils.torch_threads)",
     )
 
 
@@ -182,7 +186,9 @@ class DataConfig(_Strict):
         5, ge=1, le=30, description="RandAugment-style magnitude of the strong view"
     )
     materialize: bool = Field(
-        True, description="Ray Data: cache decoded shards in the object store when they fit"
+        True,
+        description="Ray Data: cache decoded shards in the object store when they fit; Ray "
+        "Train workers then keep their rows in memory and use the free cores",
     )
     read_parallelism: int | None = Field(None, ge=1)
     shuffle_buffer: int = Field(
@@ -191,7 +197,9 @@ class DataConfig(_Strict):
         description="Ray Train: rows in each worker's local shuffle buffer; 0 = read order",
     )
     preserve_order: bool = Field(
-        False, description="Ray Data: deterministic row order (reproducibility checks; slower)"
+        False,
+        description="reproducibility checks (slower): deterministic Ray Data row order and, "
+        "with train.num_threads null, 1 torch thread (results depend on the thread count)",
     )
 
 

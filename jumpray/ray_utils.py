@@ -13,7 +13,7 @@ from typing import Any
 
 from jumpray.log import get_logger
 
-__all__ = ["init_ray", "QUIET_RAY_ENV"]
+__all__ = ["init_ray", "QUIET_RAY_ENV", "torch_threads", "node_cpus"]
 
 log = get_logger(__name__)
 
@@ -75,3 +75,65 @@ def init_ray(
             kwargs["_temp_dir"] = temp_dir
         ray.init(**kwargs)
     return ray.cluster_resources()
+
+
+def torch_threads(
+    *,
+    requested: int | None,
+    node_cpus: float,
+    processes_on_node: int,
+    data_in_memory: bool,
+    deterministic: bool = False,
+    fallback: int = 1,
+    usable_cores: int | None = None,
+) -> int:
+    """The torch intra-op thread count of one training or scoring process on a Ray node.
+
+    The rule (``train.num_threads: null``):
+
+    1. an explicit ``requested`` count wins;
+    2. ``deterministic`` (``data.preserve_order``): 1 thread. torch's CPU results depend on the
+       thread count (a conv backward reduces in a different order), so a reproducible run must
+       not depend on how many cores the machine has;
+    3. while Ray Data still reads and decodes during training (``data_in_memory`` False: the
+       dataset streams), ``fallback``, the thread count Ray gives for the CPUs the process
+       reserved (``OMP_NUM_THREADS``): the other cores belong to the read tasks, and a reader
+       starved of CPU hangs the run (ray-stack-notes §3.1);
+    4. once the rows sit in the object store (materialized: nothing reads any more), the node's
+       CPUs divided by the processes that share them, at least 1, at most the cores this process
+       may run on.
+
+    Args:
+        requested: ``train.num_threads`` (None = auto).
+        node_cpus: the Ray node's CPU resource (what Ray was told the node has).
+        processes_on_node: training (or scoring) processes on this node.
+        data_in_memory: every dataset the process reads is materialized.
+        deterministic: ``data.preserve_order``.
+        fallback: the count for rule 3.
+        usable_cores: cores of this process's CPU affinity; None = ``os.sched_getaffinity``.
+
+    Returns:
+        The thread count, >= 1.
+    """
+    if requested:
+        return int(requested)
+    if deterministic:
+        return 1
+    if not data_in_memory:
+        return max(1, int(fallback))
+    if usable_cores is None:
+        usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        usable_cores = usable_cores or os.cpu_count() or 1
+    share = int(node_cpus // max(processes_on_node, 1))
+    return max(1, min(share, usable_cores))
+
+
+def node_cpus() -> float:
+    """The CPU resource of the Ray node this process runs on (0 when unknown)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id:
+            return float(node.get("Resources", {}).get("CPU", 0.0))
+    return 0.0

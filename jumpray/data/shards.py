@@ -149,6 +149,31 @@ class ShardSource:
             strong_magnitude=cfg.strong_magnitude,
         )
 
+    def materialize(self) -> bool:
+        """Decode every row once into the object store, when the rows fit in half its free space.
+
+        Every later pass (training epochs, scoring) then reads the decoded rows instead of the
+        tars, and needs no CPU for reading. Returns whether the rows are materialized.
+        """
+        import ray
+        from ray.data.dataset import MaterializedDataset
+
+        if isinstance(self.dataset, MaterializedDataset):
+            return True
+        h, w = self.info.image_hw
+        need = self.scan.num_good * (self.info.channels * h * w + 64)
+        store = ray.available_resources().get("object_store_memory", 0.0)
+        if need > store / 2:
+            log.info(
+                "%s: not materializing: %.0f MB of rows > half the free object store (%.0f MB)",
+                self.info.folder,
+                need / 2**20,
+                store / 2**20,
+            )
+            return False
+        self.dataset = self.dataset.materialize()
+        return True
+
     def check_counts(self, rows_out: int) -> int:
         """Assert the invariant rows out + quarantined = rows in, and the quarantined fraction
         (:meth:`check_quarantine`); returns the quarantine size.
@@ -329,6 +354,13 @@ def _shard_datasource(scan: FolderScan, options: dict[str, Any], sink: Any, row_
 
 
 def _sink_actor(on_error: OnError) -> Any:
+    """The actor that collects decode-stage quarantine rows; None under ``raise``.
+
+    Under ``raise`` the first bad image raises inside its read task, so no row is ever sent, and
+    the actor (a process of its own, started while the run starts up) is not needed.
+    """
+    if on_error != "skip":
+        return None
     import ray
 
     @ray.remote(num_cpus=0)
@@ -469,21 +501,13 @@ def read_shards(
         channels,
         size_note,
     )
-    if materialize:
-        store = ray.available_resources().get("object_store_memory", 0.0)
-        need = scan.num_good * row_bytes
-        if need <= store / 2:
-            ds = ds.materialize()
-        else:
-            log.info(
-                "not materializing: %.0f MB of rows > half the free object store (%.0f MB)",
-                need / 2**20,
-                store / 2**20,
-            )
-    return ShardSource(
+    source = ShardSource(
         dataset=ds,
         info=info,
         scan=scan,
         _sink=sink,
         max_quarantine_fraction=max_quarantine_fraction,
     )
+    if materialize:
+        source.materialize()
+    return source

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,8 @@ def score_and_report(
         "scoring_wall_s": round(run.wall_s, 3),
         "scoring_samples_per_s": round(run.samples_per_s, 1),
         "decision_wall_s": round(run.decide_s, 3),
+        # The fixed part of scoring_wall_s: actor start, weight fetch, first block.
+        "scoring_first_block_s": round(run.first_block_s, 3),
         "score_resources": {
             "num_actors": cfg.score.num_actors,
             "cpus_per_actor": cfg.score.cpus_per_actor,
@@ -144,6 +147,7 @@ def score_and_report(
     for warning in summary["warnings"]:
         log.warning("caution: %s", warning)
     _write_json(out / SUMMARY_FILE, summary)
+    t_report = time.perf_counter()
     rows = stats.gallery()
     side = gallery_side(min(info.image_hw))
     images = read_gallery_images(info.folder, rows, side=side) if rows else []
@@ -157,6 +161,8 @@ def score_and_report(
         config=cfg.model_dump(),
         title=title,
     )
+    summary["report_s"] = round(time.perf_counter() - t_report, 3)
+    _write_json(out / SUMMARY_FILE, summary)
     return summary
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from jumpray.config import load_config
 from jumpray.errors import ConfigError
 from jumpray.log import echo, get_logger
 
-__all__ = ["add_arguments", "run", "summary_text"]
+__all__ = ["add_arguments", "run", "summary_text", "startup_lines"]
 
 log = get_logger(__name__)
 
@@ -96,11 +97,14 @@ def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dic
     from jumpray.tracking import build_tracker
 
     # Before Ray Data is imported: its quiet settings are read from the environment on import.
+    t0 = time.perf_counter()
     init_ray(address=args.address or cfg.scaling.address)
+    startup = {"startup_ray_init_s": time.perf_counter() - t0}
     from jumpray.data.shards import read_shards
     from jumpray.train.launch import SUMMARY_FILE, fit
 
     # fit() caches only the tensor columns (data.materialize), so the reader does not.
+    t0 = time.perf_counter()
     train = read_shards(args.shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
     test = None
     if args.test_shards is not None:
@@ -111,6 +115,7 @@ def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dic
             image_size=min(train.info.image_hw),  # the size the model is trained at
             materialize=False,
         )
+    startup["startup_scan_s"] = time.perf_counter() - t0
     tracker = build_tracker(
         enabled=cfg.tracking.enabled,
         uri=cfg.tracking.uri,
@@ -128,6 +133,7 @@ def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dic
             work_dir=session.out,
             run_name=_resume_name(session.out, required=False) if resume else None,
             tracker=tracker,
+            startup=startup,
         )
         train.check_quarantine()
         session.publish(head=SUMMARY_FILE)
@@ -161,6 +167,7 @@ def summary_text(
     lines += [
         f"  {s['mean_epoch_time_s']:.1f} s/epoch, {f['samples_per_s']:.0f} samples/s; "
         f"wall {s['fit_wall_s']:.0f} s of which start-up {s['startup_s']:.0f} s",
+        *startup_lines(s),
     ]
     if s.get("image_size_choice"):
         lines.append(f"  images: {s['image_size_choice']}")
@@ -176,3 +183,23 @@ def summary_text(
     elif s.get("mlflow_run_id"):
         lines.append(f"  MLflow run {s['mlflow_run_id']} at {s['mlflow_tracking_uri']}")
     return "\n".join(lines)
+
+
+STARTUP_LABELS = (
+    ("startup_ray_init_s", "ray.init"),
+    ("startup_scan_s", "shard scan"),
+    ("startup_materialize_s", "decode into the object store"),
+    ("startup_trainer_s", "Ray Train start"),
+    ("startup_worker_s", "worker set-up"),
+    ("startup_load_rows_s", "rows into memory"),
+    ("teardown_s", "teardown"),
+)
+
+
+def startup_lines(s: dict[str, Any]) -> list[str]:
+    """One line with each measured start-up part (train_summary.json's ``startup_*`` fields)."""
+    parts = [f"{label} {s[key]:.1f} s" for key, label in STARTUP_LABELS if key in s]
+    if not parts:
+        return []
+    threads = f"; {s['torch_threads']} torch thread(s) per worker" if "torch_threads" in s else ""
+    return [f"  start-up: {', '.join(parts)}{threads}"]

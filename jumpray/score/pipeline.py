@@ -248,18 +248,30 @@ def check_resources(score: ScoreConfig) -> None:
 
 
 def _scored_dataset(source: ShardSource, snaps: SnapshotSet, spec: ScorerSpec, score: ScoreConfig):
+    from ray.data.dataset import MaterializedDataset
+
+    from jumpray.ray_utils import node_cpus, torch_threads
+
     check_resources(score)
     use_gpu = score.gpus_per_actor > 0
     kwargs: dict[str, Any] = {}
     if use_gpu:
         kwargs["num_gpus"] = score.gpus_per_actor
+    # Rows already in the object store need no read task: the actors may use the node's cores.
+    threads = torch_threads(
+        requested=None,
+        node_cpus=node_cpus(),
+        processes_on_node=score.num_actors,
+        data_in_memory=isinstance(source.dataset, MaterializedDataset),
+        fallback=max(1, int(score.cpus_per_actor)),
+    )
     return source.dataset.map_batches(
         ScoreActor,
         fn_constructor_kwargs={
             "weight_refs": list(snaps.refs),
             "spec": spec,
             "device": "cuda" if use_gpu else "cpu",
-            "num_threads": max(1, int(score.cpus_per_actor)),
+            "num_threads": threads,
         },
         compute=ray.data.ActorPoolStrategy(size=score.num_actors),
         num_cpus=score.cpus_per_actor,

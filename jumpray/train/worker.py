@@ -30,6 +30,22 @@ Durability: Ray Train registers a reported checkpoint when its controller next p
 (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default). A worker lost inside that window after a
 report resumes from the checkpoint before it: one epoch is redone, the state stays consistent.
 
+Rows in memory: when the launcher materialized every dataset (``loop_config["in_memory"]``), a
+worker reads its split once per attempt (:class:`RowCache`, before the first epoch) and serves
+every epoch from those tensors: the ``shuffle_buffer: 0`` read order, or else a permutation drawn
+from (seed, epoch, rank) over its rows sorted by idx (a resumed epoch draws what the interrupted
+one drew). Its split stays fixed for the attempt, so every idx is still trained on once per epoch.
+Otherwise the split streams through Ray Data every epoch.
+
+Threads: :func:`jumpray.ray_utils.torch_threads` (``train.num_threads: null``): with the rows in
+memory nothing reads during training, so a worker takes the node's CPUs divided by the workers on
+that node; while Ray Data streams, it keeps what its reserved CPUs give.
+
+Start-up timing (metrics of an attempt's first epoch): ``startup_trainer_s`` (the driver's
+``TorchTrainer.fit()`` call to this function: controller, placement group, worker processes,
+process group, dataset split), ``startup_worker_s`` (this function to the model built and
+resumed), ``startup_load_rows_s`` (the split read into memory), ``torch_threads``.
+
 ``run_worker`` also runs without Ray Train (``scaling.num_workers=0``): the launcher then passes a
 local context object with the same small interface.
 """
@@ -47,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -65,11 +82,19 @@ from jumpray.train.distributed import (
     history_digest,
     same_on_all_ranks,
 )
-from jumpray.train.local import VIEW_STREAM
+from jumpray.train.local import VIEW_STREAM, ArraySet, iter_batches
 from jumpray.train.loop import evaluate, finalize_counts, train_epoch
 from jumpray.train.methods import Batch, Method, build_method, epoch_generator
 
-__all__ = ["train_fn_per_worker", "run_worker", "WorkerContext", "TRAIN_COLUMNS", "LOOP_KEYS"]
+__all__ = [
+    "train_fn_per_worker",
+    "run_worker",
+    "WorkerContext",
+    "RowCache",
+    "preload_rows",
+    "TRAIN_COLUMNS",
+    "LOOP_KEYS",
+]
 
 log = get_logger(__name__)
 
@@ -89,6 +114,8 @@ LOOP_KEYS = (
     "snapshot_store",
     "fault",
     "progress_queue",
+    "in_memory",
+    "submitted_at",
 )
 
 
@@ -98,25 +125,101 @@ class WorkerContext(Protocol):
     rank: int
     world_size: int
     device: torch.device
+    entered_at: float  # time.time() when the runtime handed over to jumpray
 
     def prepare_model(self, net: nn.Module) -> nn.Module: ...
+    def preload(self) -> float: ...
     def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None: ...
     def checkpoint(self) -> Any: ...
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None: ...
 
 
-class RayTrainContext:
-    """:class:`WorkerContext` inside a Ray Train worker."""
+def _to_tensor(values: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values))
 
-    def __init__(self, cfg: RunConfig):
+
+class RowCache:
+    """This process's rows of in-memory datasets: read once, then every epoch from tensors.
+
+    Args:
+        cfg: the run config (``data.shuffle_buffer``: 0 keeps the read order).
+        read: ``name -> iterable of numpy batches`` (dicts with :data:`TRAIN_COLUMNS`; other
+            columns are ignored), or None when there is no such dataset.
+    """
+
+    def __init__(self, cfg: RunConfig, read: Callable[[str], Iterable[dict] | None]):
+        self.cfg, self.read = cfg, read
+        self.rows: dict[str, ArraySet | None] = {}
+
+    def load(self, name: str, *, shuffled: bool) -> ArraySet | None:
+        """Read ``name`` into memory once; ``shuffled`` rows are kept sorted by idx."""
+        if name in self.rows:
+            return self.rows[name]
+        source = self.read(name)
+        rows = None
+        if source is not None:
+            parts: dict[str, list[np.ndarray]] = {c: [] for c in TRAIN_COLUMNS}
+            for batch in source:
+                for c in TRAIN_COLUMNS:
+                    if c in batch:
+                        parts[c].append(np.asarray(batch[c]))
+            if parts["idx"]:
+                cols = {c: _to_tensor(np.concatenate(v)) for c, v in parts.items() if v}
+                rows = ArraySet(
+                    cols["image"], cols["given_label"], cols["idx"], cols.get("clean_label")
+                )
+                if shuffled:
+                    # A permutation over rows sorted by idx depends on the seed alone, not on
+                    # the order the rows arrived in.
+                    order = torch.argsort(rows.idx)
+                    rows = ArraySet(
+                        rows.image[order],
+                        rows.given_label[order],
+                        rows.idx[order],
+                        None if rows.clean_label is None else rows.clean_label[order],
+                    )
+            else:
+                rows = ArraySet(
+                    torch.empty(0, 1, 1, 1, dtype=torch.uint8),
+                    torch.empty(0, dtype=torch.int64),
+                    torch.empty(0, dtype=torch.int64),
+                )
+        self.rows[name] = rows
+        return rows
+
+    def shuffles(self, seed: int | None) -> bool:
+        return seed is not None and self.cfg.data.shuffle_buffer > 0
+
+    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
+        rows = self.load(name, shuffled=self.shuffles(seed))
+        if rows is None:
+            return None
+        generator = torch.Generator().manual_seed(seed) if self.shuffles(seed) else None
+        return iter_batches(rows, batch_size=batch_size, generator=generator)
+
+
+class RayTrainContext:
+    """:class:`WorkerContext` inside a Ray Train worker.
+
+    Args:
+        cfg: the run config.
+        in_memory: every dataset was materialized: keep this worker's split in a
+            :class:`RowCache` instead of streaming it every epoch.
+        entered_at: ``time.time()`` when the train function started.
+    """
+
+    def __init__(self, cfg: RunConfig, *, in_memory: bool = False, entered_at: float = 0.0):
         import ray.train
         import ray.train.torch
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
+        self.local_world_size = ctx.get_local_world_size()
         self.device = ray.train.torch.get_device()
         self.cfg = cfg
+        self.entered_at = entered_at
+        self.cache = RowCache(cfg, self._numpy_batches) if in_memory else None
 
     def prepare_model(self, net: nn.Module) -> nn.Module:
         import ray.train.torch
@@ -124,13 +227,28 @@ class RayTrainContext:
         # DDP only when world_size > 1; it also moves the net to this worker's device.
         return ray.train.torch.prepare_model(net)
 
-    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
+    def _shard(self, name: str) -> Any:
         import ray.train
 
         try:
-            shard = ray.train.get_dataset_shard(name)
+            return ray.train.get_dataset_shard(name)
         except KeyError:
             return None
+
+    def _numpy_batches(self, name: str) -> Iterable[dict] | None:
+        shard = self._shard(name)
+        if shard is None:
+            return None
+        return shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+
+    def preload(self) -> float:
+        """Read the splits into memory (in-memory runs); returns the seconds it took."""
+        return preload_rows(self.cache)
+
+    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
+        if self.cache is not None:
+            return self.cache.batches(name, batch_size=batch_size, seed=seed)
+        shard = self._shard(name)
         if shard is None:
             return None
         buffer = self.cfg.data.shuffle_buffer if seed is not None else 0
@@ -170,12 +288,36 @@ def _quiet_ray_report_log() -> None:
     logging.getLogger(module.__file__).setLevel(logging.WARNING)
 
 
+def preload_rows(cache: RowCache | None) -> float:
+    """Load the train split (sorted when it is shuffled) and the test split; seconds taken."""
+    if cache is None:
+        return 0.0
+    start = time.perf_counter()
+    cache.load("train", shuffled=cache.cfg.data.shuffle_buffer > 0)
+    cache.load("test", shuffled=False)
+    return time.perf_counter() - start
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's ``train_loop_per_worker``: see the module docstring."""
+    from jumpray.ray_utils import node_cpus, torch_threads
+
+    entered = time.time()
     _quiet_ray_report_log()
     cfg = RunConfig.model_validate(loop_config["config"])
+    in_memory = bool(loop_config.get("in_memory"))
+    ctx = RayTrainContext(cfg, in_memory=in_memory, entered_at=entered)
+    threads = torch_threads(
+        requested=cfg.train.num_threads,
+        node_cpus=node_cpus(),
+        processes_on_node=ctx.local_world_size,
+        data_in_memory=in_memory,
+        deterministic=cfg.data.preserve_order,
+        fallback=torch.get_num_threads(),
+    )
+    torch.set_num_threads(threads)
     try:
-        run_worker(loop_config, RayTrainContext(cfg))
+        run_worker(loop_config, ctx)
     except JumprayError as exc:
         # A data or config error fails the same way on every retry: tell the driver, which
         # aborts the run instead of letting Ray Train restart it max_failures times.
@@ -207,6 +349,7 @@ def run_worker(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
     state.snapshots = deque(maxlen=cfg.snapshots.keep)
     store = loop_config.get("snapshot_store")
     _resume(ctx, method, state, store)
+    startup = _startup_metrics(loop_config, ctx)
     coverage = Coverage(n)
     distributed = ctx.world_size > 1
     # Stands in when this rank's split has no row at all (a tiny or single-block dataset).
@@ -241,8 +384,24 @@ def run_worker(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
             metrics |= _test_metrics(cfg, method, ctx, augmenter)
         metrics["epoch"] = float(epoch)
         metrics["epoch_time_s"] = time.perf_counter() - t0
+        metrics |= startup  # the attempt's first epoch only
+        startup = {}
         state.history.append(metrics)
         _epoch_end(cfg, loop_config, ctx, method, state, store, epoch, metrics)
+
+
+def _startup_metrics(lc: dict[str, Any], ctx: WorkerContext) -> dict[str, float]:
+    """This attempt's start-up parts (module docstring); loads the rows when they are kept."""
+    ready = time.time()
+    load_s = ctx.preload()
+    out = {
+        "startup_worker_s": max(ready - ctx.entered_at, 0.0),
+        "startup_load_rows_s": load_s,
+        "torch_threads": float(torch.get_num_threads()),
+    }
+    if lc.get("submitted_at"):
+        out["startup_trainer_s"] = max(ctx.entered_at - float(lc["submitted_at"]), 0.0)
+    return out
 
 
 def _flag_health(method: Method) -> dict[str, float]:

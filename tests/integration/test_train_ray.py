@@ -279,3 +279,37 @@ def test_cli_reports_bad_input_in_one_paragraph(ray_cluster, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "jumpray train: error:" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_one_worker_with_rows_in_memory_takes_the_free_cores(ray_cluster, shards, tmp_path):
+    """Materialized rows: the worker keeps them in memory, uses the node's 2 CPUs, and the
+    summary reports each start-up part."""
+    cfg = _config(
+        tmp_path,
+        train={"epochs": 2},
+        jump={"warmup_epochs": 1},
+        scaling={"num_workers": 1},
+        tracking={"enabled": False},
+    )
+    result = fit(
+        cfg,
+        train=read_shards(shards["train"]),
+        out_dir=tmp_path / "out",
+        startup={"startup_x_s": 1.5},
+    )
+    for m in result.history:
+        assert (m["num_unique_seen"], m["num_seen_multiple"], m["num_unseen"]) == (N_TRAIN, 0, 0)
+    s = result.summary
+    assert s["torch_threads"] == 2  # 2 CPUs, 1 worker, nothing left to read
+    assert s["startup_x_s"] == 1.5  # the caller's parts are kept
+    for key in (
+        "startup_materialize_s",
+        "startup_trainer_s",
+        "startup_worker_s",
+        "startup_load_rows_s",
+        "teardown_s",
+    ):
+        assert s[key] > 0, key
+    assert s["startup_parts_total_s"] >= s["startup_trainer_s"] + s["startup_x_s"]
+    # The start-up parts are in the first epoch's metrics only.
+    assert "startup_trainer_s" in result.history[0] and "startup_trainer_s" not in result.history[1]
