@@ -105,6 +105,7 @@ def run_clean(
         strict=cfg.tracking.strict,
     )
     tracker.set_tags({"jumpray.job": "clean"})
+    result = None
     try:
         result = fit(cfg, train=source, test=test, out_dir=out, tracker=tracker)
         train_s = time.perf_counter() - t0
@@ -144,6 +145,12 @@ def run_clean(
     except BaseException:
         tracker.end("FAILED")
         raise
+    finally:  # the snapshot store and the quarantine sinks end with the job
+        if result is not None:
+            result.release()
+        for s in (source, test):
+            if s is not None:
+                s.close()
     tracker.end()
     return summary
 

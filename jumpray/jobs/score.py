@@ -171,10 +171,18 @@ def run(args: argparse.Namespace) -> int:
     num_classes = int(snaps.model_args["num_classes"])
     source = read_shards(args.shards, cfg.data, num_classes=num_classes, materialize=False)
     extra: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
-    if args.test_shards is not None:
-        test = read_shards(args.test_shards, cfg.data, num_classes=num_classes, materialize=False)
-        extra["test_accuracy"] = evaluate_accuracy(test, snaps, cfg)
-    summary = score_and_report(cfg, source=source, snaps=snaps, out=args.out, extra=extra)
+    test = None
+    try:
+        if args.test_shards is not None:
+            test = read_shards(
+                args.test_shards, cfg.data, num_classes=num_classes, materialize=False
+            )
+            extra["test_accuracy"] = evaluate_accuracy(test, snaps, cfg)
+        summary = score_and_report(cfg, source=source, snaps=snaps, out=args.out, extra=extra)
+    finally:  # the quarantine sinks end with the job
+        for s in (source, test):
+            if s is not None:
+                s.close()
     print(summary_text(summary, out=args.out, command="score"))
     return 0
 

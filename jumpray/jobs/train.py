@@ -81,7 +81,13 @@ def run(args: argparse.Namespace) -> int:
             num_classes=cfg.num_classes or train.info.num_classes,
             materialize=False,
         )
-    result = fit(cfg, train=train, test=test, out_dir=args.out, run_name=run_name)
+    try:
+        result = fit(cfg, train=train, test=test, out_dir=args.out, run_name=run_name)
+        result.release()
+    finally:  # nothing of this run stays in the Ray session (a caller may run more jobs)
+        for source in (train, test):
+            if source is not None:
+                source.close()
     print(summary_text(result.summary, out=args.out))
     return 0
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,8 @@ class TrainResult:
         out_dir: OUT.
         history: metrics of every epoch, in epoch order (from the final checkpoint).
         checkpoint_dir: OUT/checkpoint (``jumpray.checkpoint.load_checkpoint`` reads it).
-        snapshot_store: the actor holding the last R snapshots (alive while this driver is).
+        snapshot_store: the actor holding the last R snapshots (alive until :meth:`release`,
+            at the latest while this driver is).
         snapshots: ``[(epoch, ObjectRef)]`` of the kept snapshots, oldest first.
         summary: the content of OUT/train_summary.json.
         mlflow_run_id: the tracking run, or None.
@@ -83,6 +86,17 @@ class TrainResult:
     summary: dict[str, Any]
     mlflow_run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def release(self) -> None:
+        """End the snapshot store actor and drop its snapshots (call once they are scored).
+
+        Without this the store lives as long as the driver: one per ``fit()`` piles up in a
+        process that runs many (a sweep, a test session).
+        """
+        if self.snapshot_store is not None:
+            ray.kill(self.snapshot_store)
+        self.snapshot_store = None
+        self.snapshots = []
 
 
 class UnequalSplit(ray.train.DataConfig):
@@ -122,7 +136,7 @@ class UnequalSplit(ray.train.DataConfig):
 
 
 def loop_config_for(
-    cfg: RunConfig, train: ShardSource, *, has_test: bool, store: Any = None
+    cfg: RunConfig, train: ShardSource, *, has_test: bool, store: Any = None, has_val: bool = False
 ) -> dict[str, Any]:
     """The ``train_loop_config`` a worker needs, from the config and the training source."""
     info = train.info
@@ -144,6 +158,7 @@ def loop_config_for(
         "std": list(std),
         "noise_rate": noise.get("realized_rate", noise.get("rate")),
         "has_test": has_test,
+        "has_val": has_val,
         "snapshot_store": store,
         "fault": None,
     }
@@ -158,6 +173,8 @@ def fit(
     run_name: str | None = None,
     tracker: NoopTracker | None = None,
     fault_injection: dict[str, Any] | None = None,
+    val: ShardSource | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train ``cfg.method.name`` on ``train`` with Ray Train and write OUT/ (see module docstring).
 
@@ -172,6 +189,10 @@ def fit(
             ``cfg.tracking`` and end it here.
         fault_injection: test-only: ``{"rank", "epoch", "batch", "marker"}`` SIGKILLs that worker
             once at that batch (the marker file records that it fired).
+        val: a held-out split of the noisy data: ``val_accuracy`` (on its given labels) each
+            epoch (sweeps: jumpray.tune), or None.
+        callbacks: more ``ray.train.UserCallback``s (Tune's report callback in a sweep trial);
+            they need Ray Train (``scaling.num_workers >= 1``).
 
     Returns:
         A :class:`TrainResult`.
@@ -205,11 +226,15 @@ def fit(
     tracker.set_tags({"jumpray.run_name": run_name, "jumpray.shards": train.info.folder})
 
     start = time.perf_counter()  # fit wall: dataset caching + Ray Train, not the final copy
-    loop_config = loop_config_for(cfg, train, has_test=test is not None, store=store)
+    loop_config = loop_config_for(
+        cfg, train, has_test=test is not None, store=store, has_val=val is not None
+    )
     loop_config["fault"] = fault_injection
     datasets = {"train": _prepare(cfg, train)}
     if test is not None:
         datasets["test"] = _prepare(cfg, test)
+    if val is not None:
+        datasets["val"] = _prepare(cfg, val)
     log.info(
         "training %s on %d samples (%d classes) with %d worker(s)%s; run %s",
         cfg.method.name,
@@ -225,11 +250,14 @@ def fit(
     ).start()
     try:
         if cfg.scaling.num_workers == 0:
+            if callbacks:
+                raise ValueError("fit(callbacks=...) needs Ray Train: scaling.num_workers >= 1")
             checkpoint = _fit_in_driver(cfg, loop_config, datasets, storage / run_name, progress)
         else:
-            checkpoint = _fit_ray(cfg, loop_config, datasets, storage, run_name, queue)
+            checkpoint = _fit_ray(cfg, loop_config, datasets, storage, run_name, queue, callbacks)
     except BaseException as exc:
         progress.stop()
+        _close_queue(queue)
         if own_tracker:
             tracker.end("FAILED")
         user = _user_error(exc)
@@ -238,6 +266,7 @@ def fit(
         raise
     fit_wall = time.perf_counter() - start
     progress.stop()
+    _close_queue(queue)
     result = _finish(
         cfg, out_dir, checkpoint, (store, store_id), run_name, tracker, fit_wall, train
     )
@@ -247,6 +276,14 @@ def fit(
     if own_tracker:
         tracker.end()
     return result
+
+
+def _close_queue(queue: Any) -> None:
+    """End the progress queue actor now rather than whenever its last handle is collected."""
+    try:
+        queue.shutdown()
+    except Exception as exc:  # already gone with the cluster
+        log.debug("progress queue shutdown: %s", exc)
 
 
 def _prepare(cfg: RunConfig, source: ShardSource) -> Any:
@@ -277,6 +314,7 @@ def _fit_ray(
     storage: Path,
     run_name: str,
     queue: Any,
+    callbacks: Sequence[Any] = (),
 ) -> ray.train.Checkpoint:
     from ray.train.torch import TorchTrainer
 
@@ -293,17 +331,33 @@ def _fit_ray(
             storage_path=str(storage),
             failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=[EpochForwarder(queue)],
+            callbacks=[EpochForwarder(queue), *callbacks],
             # Ray Train's per-report INFO lines would bury the one progress line per epoch.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
         dataset_config=UnequalSplit(preserve_order=cfg.data.preserve_order),
     )
-    result = trainer.fit()
+    result = _fit_keeping_sigint(trainer)
     if result.checkpoint is None:
         raise RuntimeError(f"run {run_name} finished without a checkpoint")
     return result.checkpoint
+
+
+def _fit_keeping_sigint(trainer: Any) -> Any:
+    """``trainer.fit()``, then put back the SIGINT handler that was there before.
+
+    In the main thread Ray Train 2.60 installs its own SIGINT handler and never removes it; that
+    handler holds the finished run's controller actor, which in turn keeps the run's dataset
+    actors alive until the next fit() replaces it.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return trainer.fit()
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 class _DriverContext:
