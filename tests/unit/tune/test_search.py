@@ -83,3 +83,15 @@ def test_asha_runs_on_epochs_done_and_lets_full_trials_end():
     assert [m for m, _ in asha._brackets[0]._rungs] == [6, 2]
     assert [m for m, _ in build_scheduler(cfg, max_epochs=20)._brackets[0]._rungs] == [18, 6, 2]
     assert [m for m, _ in build_scheduler(cfg, max_epochs=1)._brackets[0]._rungs] == [1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna not installed")
+def test_optuna_draws_from_a_space_with_grid_keys():
+    from jumpray.tune.space import parse_space, to_param_space
+
+    raw = {"jump.interval": {"grid": [1, 2, 3]}, "train.lr": {"loguniform": [0.01, 0.1]}}
+    space = to_param_space(parse_space(raw, load_config()), "optuna")
+    searcher = build_searcher("optuna", seed=0, concurrency=4)
+    assert searcher.set_search_properties("val_accuracy", "max", space)
+    drawn = [searcher.suggest(f"t{i}") for i in range(4)]
+    assert all(d["jump.interval"] in (1, 2, 3) and 0.01 <= d["train.lr"] <= 0.1 for d in drawn)
