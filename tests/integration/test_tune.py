@@ -1,7 +1,8 @@
 """``jumpray tune`` end to end on a small Fashion-MNIST subset: ASHA stops weak trials, MLflow holds
 one parent and a child per trial, best.yaml drives ``jumpray clean``, placement groups are removed
-and the sweep leaves the actors and placement groups it found; an interrupted sweep resumes
-without re-running its finished trial. Real Ray Train runs: about 3 minutes on 2 cores."""
+and the sweep leaves the actors and placement groups it found; a killed trial is retried from its
+checkpoint; an interrupted sweep resumes without re-running its finished trial. Real Ray Train
+runs: about 3 minutes on an idle 2-core box."""
 
 from __future__ import annotations
 
@@ -124,30 +125,37 @@ def test_sweep_stops_weak_trials_tracks_them_and_leaves_nothing(ray_cluster, sha
     assert (clean / "labels.parquet").is_file()
 
 
-def _interrupt_after_first_trial(records: Path, stop: threading.Event) -> None:
-    """Send SIGUSR1 (Tune's interrupt, like Ctrl-C) once a trial has ended."""
+def _kill_then_interrupt(out: Path, stop: threading.Event) -> None:
+    """Kill the first trial's process after its first epoch (Tune retries it), then send SIGUSR1
+    (Tune's interrupt, like Ctrl-C) once a trial has ended."""
+    killed = False
     while not stop.is_set():
-        if records.is_file():
-            try:
-                done = [r for r in json.loads(records.read_text()) if r["status"] != "running"]
-            except (ValueError, KeyError):
-                done = []
-            if done:
-                os.kill(os.getpid(), signal.SIGUSR1)
-                return
+        try:
+            records = json.loads((out / "tune_trials.json").read_text())
+        except (OSError, ValueError):
+            records = []
+        if not killed:
+            started = [r for r in records if r["metrics"].get("epochs_done") == 1.0]
+            for r in started:
+                results = list((out / "ray_tune" / "sweep").glob(f"*{r['trial_id']}*/result.json"))
+                lines = results[0].read_text().splitlines() if results else []
+                if lines:
+                    os.kill(json.loads(lines[-1])["pid"], signal.SIGKILL)
+                    killed = True
+        if any(r["status"] != "running" for r in records):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return
         time.sleep(0.2)
 
 
-def test_interrupted_sweep_resumes_without_rerunning_its_finished_trial(
+def test_killed_trial_resumes_and_interrupted_sweep_continues_without_rerunning(
     ray_cluster, shards, tmp_path, capsys
 ):
     out, uri = tmp_path / "tune", f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = "tune.search_space={jump.interval: {grid: [1, 2]}}"
     extra = [*BASE, "train.epochs=2", "train.lr=0.05", "tune.max_concurrent_trials=1", space]
     stop = threading.Event()
-    watcher = threading.Thread(
-        target=_interrupt_after_first_trial, args=(out / "tune_trials.json", stop), daemon=True
-    )
+    watcher = threading.Thread(target=_kill_then_interrupt, args=(out, stop), daemon=True)
     watcher.start()
     try:
         assert main(_args(shards, out, uri, *extra)) == 130  # interrupted
@@ -158,6 +166,8 @@ def test_interrupted_sweep_resumes_without_rerunning_its_finished_trial(
     finished = [r for r in first if r["status"] == "finished"]
     assert len(finished) == 1
     done_id = finished[0]["trial_id"]
+    # Its process was killed after epoch 1: the retry resumed from that epoch's checkpoint.
+    assert finished[0]["metrics"]["attempt_start_epoch"] == 1.0
     summary = out / "trials" / done_id / "train_summary.json"
     stamp = summary.stat().st_mtime_ns
     results = out / "ray_tune" / "sweep"
