@@ -134,7 +134,7 @@ def summary_text(result: Any, *, shards: Path, test_shards: Path | None = None) 
             f"  MLflow parent run {result.parent_run_id} at {result.tracking_uri} "
             f"({len(result.records)} child runs)"
         )
-    if result.ledger_after is not None:
+    if result.ledger_before is not None and result.ledger_after is not None:
         kept = "; left behind: " + "; ".join(result.leftovers) if result.leftovers else ""
         lines.append(
             f"  Ray before: {result.ledger_before.describe()}; after: "

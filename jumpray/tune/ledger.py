@@ -16,7 +16,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from jumpray.log import get_logger
+
 __all__ = ["RayLedger", "take_ledger", "settle"]
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,16 @@ class RayLedger:
         )
 
 
-def take_ledger() -> RayLedger:
-    """Count now (needs the State API, i.e. the dashboard, on the cluster)."""
+def take_ledger() -> RayLedger | None:
+    """Count now; None when the cluster has no State API (no dashboard) to count with."""
+    try:
+        return _count()
+    except Exception as exc:  # the books are a report, never a reason to fail a sweep
+        log.warning("cannot count Ray's actors and placement groups: %s", exc)
+        return None
+
+
+def _count() -> RayLedger:
     import ray
     from ray.util.state import list_actors
 
@@ -87,11 +99,15 @@ def take_ledger() -> RayLedger:
     return RayLedger(dict(actors), dict(services), live_groups, max(total - free, 0.0))
 
 
-def settle(before: RayLedger, *, timeout_s: float = 15.0, interval_s: float = 1.0) -> RayLedger:
+def settle(
+    before: RayLedger | None, *, timeout_s: float = 15.0, interval_s: float = 1.0
+) -> RayLedger | None:
     """Poll :func:`take_ledger` until nothing grew over ``before`` or ``timeout_s`` passed."""
+    if before is None:
+        return None
     deadline = time.monotonic() + timeout_s
     now = take_ledger()
-    while now.growth(before) and time.monotonic() < deadline:
+    while now is not None and now.growth(before) and time.monotonic() < deadline:
         time.sleep(interval_s)
         now = take_ledger()
     return now

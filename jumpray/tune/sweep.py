@@ -164,11 +164,21 @@ def run_sweep(
     shards = Path(shards).resolve()
     test_shards = Path(test_shards).resolve() if test_shards is not None else None
     saved = _saved_run(out, shards, test_shards) if resume else {}
+    if not resume and (out / RUN_FILE).exists():
+        raise ConfigError(
+            f"--out {out} already holds a sweep ({RUN_FILE}); continue it with --resume, or "
+            "give a new --out"
+        )
     if resume:
         cfg = RunConfig.model_validate(saved["config"])
     out.mkdir(parents=True, exist_ok=True)
     space = space_for(cfg, num_classes=_num_classes(cfg, shards))
     trial_config(cfg, {})  # the base itself must build (e.g. warm-up < the per-trial budget)
+    if cfg.tune.metric.startswith("test_") and test_shards is None:
+        raise ConfigError(
+            f"tune.metric={cfg.tune.metric} needs --test-shards; without clean test data rank "
+            "by tune.metric=val_accuracy (a noisy held-out split)"
+        )
     budget = cfg.tune.epochs or cfg.train.epochs
     planned = count_trials(space, cfg.tune.searcher, cfg.tune.num_samples)
     concurrency = trial_concurrency(cfg, ray.cluster_resources(), num_trials=planned)
@@ -214,7 +224,7 @@ def run_sweep(
     wall = time.perf_counter() - t0
     records = json.loads((out / TRIALS_FILE).read_text()) if (out / TRIALS_FILE).is_file() else []
     after = settle(before)
-    leftovers = after.growth(before)
+    leftovers = after.growth(before) if before is not None and after is not None else []
     if leftovers:
         log.warning("tune: the sweep left behind %s", "; ".join(leftovers))
     result = _outputs(cfg, out, records, space, planned=planned, parent=parent)
