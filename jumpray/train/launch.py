@@ -22,6 +22,7 @@ no DDP, no failure retries), over the same Ray Datasets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -258,6 +259,8 @@ def fit(
     except BaseException as exc:
         progress.stop()
         _close_queue(queue)
+        with contextlib.suppress(Exception):  # no TrainResult will carry it to a release()
+            ray.kill(store)
         if own_tracker:
             tracker.end("FAILED")
         user = _user_error(exc)

@@ -118,11 +118,15 @@ def test_sweep_stops_weak_trials_tracks_them_and_leaves_nothing(ray_cluster, sha
     assert {"tune/best.yaml", "tune/trials.csv"} <= artifacts
 
     # best.yaml is a config `jumpray clean` accepts (one epoch fewer to keep the test short).
+    # Run in this process, the clean job too leaves nothing behind: its snapshot store, its
+    # readers' quarantine sinks and its Train run's actors all end with it.
+    before_clean = take_ledger()
     clean = tmp_path / "clean"
     args = ["clean", "--shards", str(shards["train"]), "--out", str(clean)]
     args += ["--config", str(out / "best.yaml"), "train.epochs=2", "tracking.enabled=false"]
     assert main(args) == 0
     assert (clean / "labels.parquet").is_file()
+    assert settle(before_clean).growth(before_clean) == []
 
 
 def _kill_then_interrupt(out: Path, stop: threading.Event) -> None:
