@@ -5,7 +5,7 @@
 - opens an MLflow child run under the sweep's parent (``mlflow.parentRunId``) with the trial's
   resolved config as params, logs each epoch's metrics (step = epoch) and the final ones, tags
   whether ASHA stopped it, and ends it ``FINISHED`` (or ``FAILED``);
-- keeps a record (params, last metrics, status) written to ``OUT/tune_trials.json`` after every
+- keeps a record (params, last metrics, status, process id) written to ``OUT/tune_trials.json`` after every
   event, which the job turns into ``trials.csv`` and ``best.yaml``;
 - logs one progress line per result.
 
@@ -136,6 +136,7 @@ class SweepTracker(Callback):
         record = self._record(trial)
         metrics = run_metrics(result)
         record["metrics"] = metrics
+        record["pid"] = result.get("pid")  # the trial's process (to find or stop it)
         self._child(trial.trial_id).log_metrics(metrics, step=int(metrics.get("epoch", 0)))
         self._save()
         log.info("%s", self.progress_line(trial.trial_id))

@@ -138,14 +138,10 @@ def _kill_then_interrupt(out: Path, stop: threading.Event) -> None:
             records = json.loads((out / "tune_trials.json").read_text())
         except (OSError, ValueError):
             records = []
-        if not killed:
-            started = [r for r in records if r["metrics"].get("epochs_done") == 1.0]
-            for r in started:
-                results = list((out / "ray_tune" / "sweep").glob(f"*{r['trial_id']}*/result.json"))
-                lines = results[0].read_text().splitlines() if results else []
-                if lines:
-                    os.kill(json.loads(lines[-1])["pid"], signal.SIGKILL)
-                    killed = True
+        first_epoch = [r for r in records if r["metrics"].get("epochs_done") == 1.0]
+        if first_epoch and not killed:
+            os.kill(first_epoch[0]["pid"], signal.SIGKILL)
+            killed = True
         if any(r["status"] != "running" for r in records):
             os.kill(os.getpid(), signal.SIGUSR1)
             return
