@@ -322,16 +322,45 @@ class CleanConfig(_Strict):
 
 
 class TuneConfig(_Strict):
-    """Ray Tune search over the jump interval, K, tau and lr (ASHA)."""
+    """``jumpray tune``: Ray Tune over dotted config keys, ASHA on the epoch (jumpray/tune/)."""
 
-    num_samples: int = Field(8, ge=1)
-    metric: str = "test_accuracy"
+    searcher: Literal["grid", "random", "optuna"] = Field(
+        "random",
+        description="grid: every grid/choice value; random: draws (grid keys crossed); "
+        "optuna: TPE (optional extra, grid keys become choices)",
+    )
+    num_samples: int = Field(
+        8, ge=1, description="trials drawn (grid/random: repeats of the grid points)"
+    )
+    metric: str = Field(
+        "val_accuracy",
+        description="what ranks trials: val_accuracy (noisy held-out split, needs no clean "
+        "labels; chosen by measurement, see README), or any reported metric",
+    )
     mode: Literal["max", "min"] = "max"
-    max_concurrent_trials: int = Field(1, ge=1)
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: int = Field(2, ge=2)
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=0.5, description="seeded, stratified held-out share of the noisy data"
+    )
+    epochs: int | None = Field(
+        None, ge=1, description="per-trial budget in epochs (ASHA max_t); null = train.epochs"
+    )
+    time_budget_s: float | None = Field(
+        None, gt=0, description="stop starting trials after this many seconds; null = no limit"
+    )
+    max_concurrent_trials: int | None = Field(
+        None,
+        ge=1,
+        description="null = as many as the cluster fits while leaving Ray Data one CPU",
+    )
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor per rung")
+    max_failures: int = Field(
+        1, ge=0, description="retries of a failed trial (it resumes from its checkpoint)"
+    )
     search_space: dict[str, Any] = Field(
-        default_factory=dict, description="dotted key -> {grid|choice|loguniform|uniform: ...}"
+        default_factory=dict,
+        description="dotted key -> {grid|choice|loguniform|uniform: ...}; empty = the default "
+        "space (J, K, tau, lr)",
     )
 
 

@@ -106,6 +106,22 @@ class ShardSource:
     scan: FolderScan
     _sink: Any = None
     max_quarantine_fraction: float = 1.0
+    _late: list[tuple[str, str, int, str]] | None = None
+
+    def close(self) -> None:
+        """End the quarantine sink actor, keeping the rows it collected (call when the dataset
+        will not be read again).
+
+        The read tasks carry the sink's handle inside pickled closures, which Ray cannot track,
+        so the actor would otherwise live as long as the driver: one per ``read_shards`` call.
+        """
+        import ray
+
+        if self._sink is None:
+            return
+        self._late = sorted(ray.get(self._sink.get.remote()))
+        ray.kill(self._sink)
+        self._sink = None
 
     def quarantine(self) -> pa.Table:
         """Every sample dropped so far: the scan's rows, then undecodable images.
@@ -117,9 +133,12 @@ class ShardSource:
         import ray
 
         tables = [self.scan.quarantine.to_table()]
+        rows = self._late
         if self._sink is not None:
+            rows = sorted(ray.get(self._sink.get.remote()))
+        if rows is not None:
             late = QuarantineLog("skip")
-            late.extend(sorted(ray.get(self._sink.get.remote())))
+            late.extend(rows)
             tables.append(late.to_table())
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
@@ -210,7 +229,8 @@ class ShardSource:
 def _ray_map(fn: Callable[[str], ShardScan], paths: Sequence[str]) -> list[ShardScan]:
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=2)(fn)
+    # DEFAULT: never captured into a caller's placement group (a Tune trial's holds no CPU).
+    task = ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="DEFAULT")(fn)
     return ray.get([task.remote(p) for p in paths])
 
 

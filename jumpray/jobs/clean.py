@@ -153,6 +153,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
         strict=cfg.tracking.strict,
     )
     tracker.set_tags({"jumpray.job": "clean"})
+    result = None
     try:
         result = fit(
             cfg,
@@ -207,6 +208,12 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
     except BaseException as exc:
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
+    finally:  # the snapshot store and the quarantine sinks end with the job
+        if result is not None:
+            result.release()
+        for s in (source, test):
+            if s is not None:
+                s.close()
     tracker.end()
     return summary, tracker
 

@@ -245,12 +245,24 @@ def _score(cfg: RunConfig, args: argparse.Namespace, session) -> dict[str, Any]:
         args.shards, cfg.data, num_classes=num_classes, image_size=size, materialize=False
     )
     extra: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
-    if args.test_shards is not None:
-        test = read_shards(
-            args.test_shards, cfg.data, num_classes=num_classes, image_size=size, materialize=False
+    test = None
+    try:
+        if args.test_shards is not None:
+            test = read_shards(
+                args.test_shards,
+                cfg.data,
+                num_classes=num_classes,
+                image_size=size,
+                materialize=False,
+            )
+            extra["test_accuracy"] = evaluate_accuracy(test, snaps, cfg)
+        summary = score_and_report(
+            cfg, source=source, snaps=snaps, out=session.staging, extra=extra
         )
-        extra["test_accuracy"] = evaluate_accuracy(test, snaps, cfg)
-    summary = score_and_report(cfg, source=source, snaps=snaps, out=session.staging, extra=extra)
+    finally:  # the quarantine sinks end with the job
+        for s in (source, test):
+            if s is not None:
+                s.close()
     session.publish(head=SUMMARY_FILE)
     return session.final(summary)
 

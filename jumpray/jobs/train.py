@@ -135,11 +135,16 @@ def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dic
             tracker=tracker,
             startup=startup,
         )
+        result.release()
         train.check_quarantine()
         session.publish(head=SUMMARY_FILE)
     except BaseException as exc:
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
+    finally:  # nothing of this run stays in the Ray session (a caller may run more jobs)
+        for source in (train, test):
+            if source is not None:
+                source.close()
     tracker.end()
     return session.final(result.summary), tracker
 

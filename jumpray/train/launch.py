@@ -30,6 +30,7 @@ ones its caller measures): ``startup_materialize_s``, ``startup_trainer_s``, ``s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ class TrainResult:
         out_dir: OUT.
         history: metrics of every epoch, in epoch order (from the final checkpoint).
         checkpoint_dir: OUT/checkpoint (``jumpray.checkpoint.load_checkpoint`` reads it).
-        snapshot_store: the actor holding the last R snapshots (alive while this driver is).
+        snapshot_store: the actor holding the last R snapshots (alive until :meth:`release`,
+            at the latest while this driver is).
         snapshots: ``[(epoch, ObjectRef)]`` of the kept snapshots, oldest first.
         summary: the content of OUT/train_summary.json.
         mlflow_run_id: the tracking run, or None.
@@ -100,6 +102,17 @@ class TrainResult:
     summary: dict[str, Any]
     mlflow_run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def release(self) -> None:
+        """End the snapshot store actor and drop its snapshots (call once they are scored).
+
+        Without this the store lives as long as the driver: one per ``fit()`` piles up in a
+        process that runs many (a sweep, a test session).
+        """
+        if self.snapshot_store is not None:
+            ray.kill(self.snapshot_store)
+        self.snapshot_store = None
+        self.snapshots = []
 
 
 class UnequalSplit(ray.train.DataConfig):
@@ -157,7 +170,7 @@ def _worker_niceness() -> str:
 
 
 def loop_config_for(
-    cfg: RunConfig, train: ShardSource, *, has_test: bool, store: Any = None
+    cfg: RunConfig, train: ShardSource, *, has_test: bool, store: Any = None, has_val: bool = False
 ) -> dict[str, Any]:
     """The ``train_loop_config`` a worker needs, from the config and the training source."""
     info = train.info
@@ -179,6 +192,7 @@ def loop_config_for(
         "std": list(std),
         "noise_rate": noise.get("realized_rate", noise.get("rate")),
         "has_test": has_test,
+        "has_val": has_val,
         "snapshot_store": store,
         "fault": None,
         "in_memory": False,
@@ -197,6 +211,8 @@ def fit(
     fault_injection: dict[str, Any] | None = None,
     work_dir: str | Path | None = None,
     startup: dict[str, float] | None = None,
+    val: ShardSource | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train ``cfg.method.name`` on ``train`` with Ray Train and write OUT/ (see module docstring).
 
@@ -216,6 +232,10 @@ def fit(
             run folder here and a staging folder as ``out_dir`` (jumpray.runs).
         startup: start-up parts the caller measured before ``fit`` (for example
             ``startup_ray_init_s``, ``startup_scan_s``), copied into the summary.
+        val: a held-out split of the noisy data: ``val_accuracy`` (on its given labels) each
+            epoch (sweeps: jumpray.tune), or None.
+        callbacks: more ``ray.train.UserCallback``s (Tune's report callback in a sweep trial);
+            they need Ray Train (``scaling.num_workers >= 1``).
 
     Returns:
         A :class:`TrainResult`.
@@ -252,7 +272,9 @@ def fit(
     tracker.set_tags({"jumpray.run_name": run_name, "jumpray.shards": train.info.folder})
 
     start = time.perf_counter()  # fit wall: dataset caching + Ray Train, not the final copy
-    loop_config = loop_config_for(cfg, train, has_test=test is not None, store=store)
+    loop_config = loop_config_for(
+        cfg, train, has_test=test is not None, store=store, has_val=val is not None
+    )
     loop_config["fault"] = fault_injection
     queue = make_queue()
     loop_config["progress_queue"] = queue  # workers report a data/config error through it
@@ -260,6 +282,8 @@ def fit(
     prepared = {"train": _prepare(cfg, train)}
     if test is not None:
         prepared["test"] = _prepare(cfg, test)
+    if val is not None:
+        prepared["val"] = _prepare(cfg, val)
     datasets = {name: ds for name, (ds, _) in prepared.items()}
     loop_config["in_memory"] = all(in_memory for _, in_memory in prepared.values())
     timings = dict(startup or {})
@@ -281,11 +305,18 @@ def fit(
     try:
         loop_config["submitted_at"] = time.time()
         if cfg.scaling.num_workers == 0:
+            if callbacks:
+                raise ValueError("fit(callbacks=...) needs Ray Train: scaling.num_workers >= 1")
             checkpoint = _fit_in_driver(cfg, loop_config, datasets, storage / run_name, progress)
         else:
-            checkpoint = _fit_ray(cfg, loop_config, datasets, storage, run_name, queue, progress)
+            checkpoint = _fit_ray(
+                cfg, loop_config, datasets, storage, run_name, queue, progress, callbacks
+            )
     except BaseException as exc:
         progress.stop()
+        _close_queue(queue)
+        with contextlib.suppress(Exception):  # no TrainResult will carry it to a release()
+            ray.kill(store)
         if own_tracker:
             tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         user = progress.user_error or user_error(exc)
@@ -296,6 +327,7 @@ def fit(
     if progress.arrival_times:
         timings["teardown_s"] = time.perf_counter() - progress.arrival_times[-1]
     progress.stop()
+    _close_queue(queue)
     result = _finish(
         cfg, out_dir, checkpoint, (store, store_id), run_name, tracker, fit_wall, train, timings
     )
@@ -305,6 +337,14 @@ def fit(
     if own_tracker:
         tracker.end()
     return result
+
+
+def _close_queue(queue: Any) -> None:
+    """End the progress queue actor now rather than whenever its last handle is collected."""
+    try:
+        queue.shutdown()
+    except Exception as exc:  # already gone with the cluster
+        log.debug("progress queue shutdown: %s", exc)
 
 
 def _prepare(cfg: RunConfig, source: ShardSource) -> tuple[Any, bool]:
@@ -379,6 +419,7 @@ def _fit_ray(
     run_name: str,
     queue: Any,
     progress: DriverProgress,
+    callbacks: Sequence[Any] = (),
 ) -> ray.train.Checkpoint:
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker} | ({"GPU": sc.gpus_per_worker} if sc.use_gpu else {})
@@ -395,7 +436,7 @@ def _fit_ray(
             storage_path=str(storage),
             failure_config=ray.train.FailureConfig(max_failures=sc.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=[EpochForwarder(queue)],
+            callbacks=[EpochForwarder(queue), *callbacks],
             # Ray Train's per-report INFO lines would bury the one progress line per epoch.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             worker_runtime_env={"env_vars": {NICENESS_ENV: _worker_niceness()}},

@@ -18,7 +18,8 @@ Per-epoch metrics besides :func:`~jumpray.train.loop.finalize_counts`'s: ``num_u
 ranks), ``flags_same_on_all_ranks`` (1.0 when the flag tables agree),
 ``history_same_on_all_ranks`` (1.0 when the per-sample training histories agree), ``num_dummy_steps``,
 ``attempt_start_epoch`` (the epoch this worker attempt started at: > 0 after a resume),
-``test_accuracy`` (and ``test_semantic_accuracy``), ``epoch``, ``epoch_time_s``.
+``test_accuracy`` (and ``test_semantic_accuracy``), ``val_accuracy`` (and
+``val_semantic_accuracy``) when a ``val`` dataset is given, ``epoch``, ``epoch_time_s``.
 
 Checkpoint ``state.pt`` keys (read by scoring): ``epoch``, ``method_name``, ``method`` (networks,
 optimizers, schedulers, scaler, all flag generations), ``model`` (the evaluation network's weights),
@@ -111,6 +112,7 @@ LOOP_KEYS = (
     "std",
     "noise_rate",
     "has_test",
+    "has_val",
     "snapshot_store",
     "fault",
     "progress_queue",
@@ -382,6 +384,8 @@ def run_worker(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         _complete_labels(state, seen)
         if loop_config.get("has_test"):
             metrics |= _test_metrics(cfg, method, ctx, augmenter)
+        if loop_config.get("has_val"):
+            metrics |= _test_metrics(cfg, method, ctx, augmenter, name="val")
         metrics["epoch"] = float(epoch)
         metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics |= startup  # the attempt's first epoch only
@@ -543,9 +547,11 @@ def _complete_labels(state: _RunState, seen: list[tuple[Tensor, Tensor]]) -> Non
 
 
 def _test_metrics(
-    cfg: RunConfig, method: Method, ctx: WorkerContext, augmenter
+    cfg: RunConfig, method: Method, ctx: WorkerContext, augmenter, name: str = "test"
 ) -> dict[str, float]:
-    batches = ctx.batches("test", batch_size=cfg.train.eval_batch_size, seed=None)
+    """Accuracy on the ``name`` dataset's given labels: ``test`` (clean) or ``val`` (a noisy
+    held-out split, for sweeps without clean labels)."""
+    batches = ctx.batches(name, batch_size=cfg.train.eval_batch_size, seed=None)
     batches = batches if batches is not None else []
     # The unwrapped network: evaluation runs no collective, so unequal test splits are fine.
     model = getattr(method.eval_model(), "module", method.eval_model())
@@ -562,9 +568,12 @@ def _test_metrics(
         keys.append("num_correct_semantic")
     total = all_reduce_counts({k: ev[k] for k in keys})
     n = max(total["num_samples"], 1.0)
-    out = {"test_accuracy": total["num_correct"] / n, "test_num_samples": total["num_samples"]}
+    out = {
+        f"{name}_accuracy": total["num_correct"] / n,
+        f"{name}_num_samples": total["num_samples"],
+    }
     if "num_correct_semantic" in total:
-        out["test_semantic_accuracy"] = round(total["num_correct_semantic"]) / n
+        out[f"{name}_semantic_accuracy"] = round(total["num_correct_semantic"]) / n
     return out
 
 
