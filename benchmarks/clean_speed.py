@@ -355,6 +355,7 @@ def run_clean(spec: dict[str, Any], out: Path, lock: Path | None) -> dict[str, A
         str(spec["shards"]),
         "--out",
         str(out),
+        "--overwrite",  # a re-run of the benchmark replaces its own earlier output
         "--config",
         str(spec["config"]),
         "tracking.enabled=false",
@@ -398,6 +399,7 @@ def run_train(spec: dict[str, Any], out: Path, lock: Path | None, workers: int) 
         str(spec["shards"]),
         "--out",
         str(out),
+        "--overwrite",
         "--config",
         str(spec["config"]),
         "tracking.enabled=false",
@@ -438,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument(
-        "--backbones", default="cnn28", help="comma-separated; each gets a clean and a plain row"
+        "--backbones",
+        default="tiny_cnn",
+        help="comma-separated; each gets a clean and a plain row (default: the schema's)",
     )
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument(

@@ -112,6 +112,7 @@ def run_jumpray_clean(
         str(test),
         "--out",
         str(out),
+        "--overwrite",  # a re-run of the benchmark replaces its own earlier output
         f"train.epochs={epochs}",
         "tracking.enabled=false",
         *extra,

@@ -80,9 +80,14 @@ class SelectionConfig(_Strict):
         description="guarded rule: the variance test also needs mean bit loss below this (ln 2 = 0.693 is an all-zero head)",
     )
     temperature: float = Field(
-        2.0, gt=0, description="T: logits are divided by T for CE and the argmax test"
+        1.0,
+        gt=0,
+        description="T: logits are divided by T for CE and the argmax test (official code: 2)",
     )
-    blend: bool = Field(True, description="selection phase: input = lam*weak + (1-lam)*strong view")
+    blend: bool = Field(
+        False,
+        description="selection phase: input = lam*weak + (1-lam)*strong view (official code: on)",
+    )
     beta_alpha: float = Field(
         5.0, gt=0, description="lam ~ Beta(alpha, alpha), lam = max(lam, 1-lam)"
     )
@@ -90,12 +95,12 @@ class SelectionConfig(_Strict):
         1e-4, gt=0, lt=0.5, description="semantic output clamped to [-1+c, 1-c]"
     )
     class_floor: float = Field(
-        0.0,
+        1.2,
         ge=0.0,
         description=(
             "after each epoch, every given class keeps at least class_floor x the overall "
             "clean-flag fraction, topped up by p(given label) from the same forward; "
-            "0 = off (the reference)"
+            "0 = off (the official code)"
         ),
     )
 
@@ -104,7 +109,7 @@ class ModelConfig(_Strict):
     """The two-head network: backbone + classifier head (C) + semantic head (K bits)."""
 
     backbone: str = Field(
-        "cnn28", description="a registered backbone name (see jumpray.models.list_backbones)"
+        "tiny_cnn", description="a registered backbone name (see jumpray.models.list_backbones)"
     )
     semantic_dim: int = Field(32, ge=2, description="K, a power of two with C <= 2K")
     semantic_hidden: int | None = Field(
@@ -233,7 +238,7 @@ class ScoreConfig(_Strict):
     """Per-sample scoring with prior snapshots and the label decision (the clean job)."""
 
     decision: Literal["threshold", "confident"] = Field(
-        "threshold",
+        "confident",
         description="how is_label_issue is decided (jumpray.score.rules.DECISION_RULES): "
         "threshold = label_score < score.threshold; confident = confident learning "
         "(per-class thresholds, calibrated confident joint, score.filter_by)",
@@ -260,9 +265,11 @@ class ScoreConfig(_Strict):
         description="the label table keeps each sample's top_k most probable classes and their "
         "probabilities (exact confident learning when C <= top_k; see jumpray.score.confident)",
     )
-    source: Literal["snapshots", "training", "both"] = Field(
-        "snapshots",
-        description="the probabilities the decision reads: snapshots = a scoring pass with the "
+    source: Literal["auto", "snapshots", "training", "both"] = Field(
+        "auto",
+        description="the probabilities the decision reads: auto = both when the scored shards "
+        "are the ones the checkpoint was trained on and it holds their history (clean), else "
+        "snapshots; snapshots = a scoring pass with the "
         "last score.num_snapshots snapshots; training = the running mean recorded during "
         "Jump-teaching training (no forward pass; jumpray.core.history); both = their average",
     )
@@ -404,7 +411,10 @@ class RunConfig(_Strict):
             problems.append(
                 f"score.num_snapshots: {self.score.num_snapshots} is more than snapshots.keep = {self.snapshots.keep}"
             )
-        if self.score.history_from_epoch >= self.train.epochs and self.score.source != "snapshots":
+        if self.score.history_from_epoch >= self.train.epochs and self.score.source not in (
+            "snapshots",
+            "auto",
+        ):
             problems.append(
                 f"score.history_from_epoch: {self.score.history_from_epoch} >= train.epochs = "
                 f"{self.train.epochs}, so score.source={self.score.source} has no training "

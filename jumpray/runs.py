@@ -234,6 +234,9 @@ def claim_output(
         return claim
     entries = _visible(out)
     foreign = [e for e in entries if not _matches(e, _KNOWN[kind])]
+    if kind == "shards":
+        # A shard folder is replaced whole: a hidden file in it (.git, .DS_Store...) would go too.
+        foreign += sorted(p.name for p in out.iterdir() if p.name.startswith("."))
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise UsageError(

@@ -303,7 +303,7 @@ def _load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if images_path is None or labels_path is None:
         raise DataError(
             f"Fashion-MNIST {split} files missing in {root}",
-            fix="call find_fashion_mnist() or pass root= a folder holding them",
+            fix="pass --root a folder holding them (or install the Debian package dataset-fashion-mnist)",
         )
     images, labels = read_idx(images_path), read_idx(labels_path)
     n = _SPLIT_SIZES[split]

@@ -162,7 +162,6 @@ def bench_configs(
     """
     p = PROFILES[profile]
     base = {
-        "model": dict(LOCAL_DEFAULTS["model"]),
         "train": dict(LOCAL_DEFAULTS["train"])
         | {
             "epochs": p["epochs"],
@@ -170,7 +169,6 @@ def bench_configs(
             "num_threads": threads,
         },
         "jump": {"warmup_epochs": p["warmup_epochs"]},
-        "selection": dict(LOCAL_DEFAULTS["selection"]),
         "method": {"num_gradual": p["warmup_epochs"]},
         "tracking": {"enabled": False},
     }

@@ -23,7 +23,6 @@ from typing import Any
 from jumpray.cli import add_config_arguments
 from jumpray.config import load_config
 from jumpray.jobs._run import shown, tracking_lines
-from jumpray.jobs.profiles import FASHION_MNIST_SELECTION
 from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "DEMO_DEFAULTS", "prepare_shards"]
@@ -31,10 +30,7 @@ __all__ = ["add_arguments", "run", "DEMO_DEFAULTS", "prepare_shards"]
 log = get_logger(__name__)
 
 DEMO_DEFAULTS: dict[str, Any] = {
-    "model": {"backbone": "cnn28", "semantic_dim": 32},
-    "train": {"epochs": 8, "batch_size": 128, "lr": 0.05},
-    "jump": {"warmup_epochs": 2},
-    "selection": dict(FASHION_MNIST_SELECTION),
+    "train": {"epochs": 8},
     "snapshots": {"keep": 3},
     "score": {"num_snapshots": 3, "num_actors": 2, "cpus_per_actor": 0.5},
     "clean": {"gallery_size": 36},

@@ -142,7 +142,11 @@ def score_and_report(
     }
     summary |= extra or {}
     summary["warnings"] = model_warnings(
-        summary, stats.histograms(), num_classes=num_classes, threshold=cfg.score.threshold
+        summary,
+        stats.histograms(),
+        num_classes=num_classes,
+        threshold=cfg.score.threshold,
+        support=stats.result()["noise_matrix_support"],
     )
     for warning in summary["warnings"]:
         log.warning("caution: %s", warning)

@@ -31,7 +31,7 @@ from typing import Any
 
 from jumpray.cli import add_config_arguments
 from jumpray.config import load_config
-from jumpray.errors import ConfigError
+from jumpray.errors import ConfigError, UsageError
 
 __all__ = ["add_arguments", "run", "summary_text"]
 
@@ -53,6 +53,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def _check_fresh_out(out: Path, *, resume: bool) -> None:
+    """Refuse an ``--out`` that holds files of something other than a sweep (never mixed in).
+
+    A sweep's own folder is handled by :func:`jumpray.tune.sweep.run_sweep` (``--resume``, or
+    the message that says so); an empty or missing folder is fine.
+
+    Raises:
+        UsageError: naming the folder and the fix.
+    """
+    from jumpray.tune.sweep import RUN_FILE
+
+    if resume or not out.is_dir() or (out / RUN_FILE).exists():
+        return
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if visible:
+        shown = ", ".join(visible[:5]) + (", ..." if len(visible) > 5 else "")
+        raise UsageError(
+            f"--out {out} is not empty ({shown}) and holds no sweep; a sweep never writes among "
+            "other files: give a new or empty --out"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run or resume the sweep and print a one-screen summary; 130 when it was interrupted."""
     if args.resume and (args.config or args.overrides):
@@ -63,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from jumpray.data.scan import check_shard_folders
     from jumpray.ray_utils import init_ray
+    from jumpray.runs import check_sources
 
+    check_sources(args.out, [args.shards, args.test_shards])
+    _check_fresh_out(args.out, resume=args.resume)
     check_shard_folders(args.shards, args.test_shards)
     init_ray(address=args.address or cfg.scaling.address)
     from jumpray.tune.sweep import run_sweep

@@ -47,7 +47,13 @@ from jumpray.log import get_logger
 from jumpray.score.decide import Decision
 from jumpray.score.rules import LabelRule, make_rule
 from jumpray.score.scorer import Scorer, ScorerSpec
-from jumpray.score.sources import HISTORY_FORMULAS, blend_scores, history_columns, training_scores
+from jumpray.score.sources import (
+    HISTORY_FORMULAS,
+    blend_scores,
+    history_columns,
+    resolve_source,
+    training_scores,
+)
 from jumpray.score.summary import LabelStats
 from jumpray.score.table import decide_table, labels_schema, to_table
 
@@ -104,6 +110,8 @@ class SnapshotSet:
         data: the training data's ``channels``, ``image_hw``, ``mean``, ``std``.
         config: the training run's resolved config (a dict).
         history: per-epoch training metrics.
+        checkpoint: the checkpoint folder they were read from.
+        has_sample_history: the checkpoint holds a per-sample training history.
     """
 
     epochs: list[int]
@@ -113,6 +121,11 @@ class SnapshotSet:
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: str | None = None
+    has_sample_history: bool = False
+
+
+def _has_sample_history(state: dict[str, Any]) -> bool:
+    return (state.get("method") or {}).get("history") is not None
 
 
 def snapshots_from_checkpoint(folder: str | Path, num_snapshots: int) -> SnapshotSet:
@@ -143,6 +156,7 @@ def snapshots_from_checkpoint(folder: str | Path, num_snapshots: int) -> Snapsho
         config=dict(state.get("config") or {}),
         history=list(state.get("history") or []),
         checkpoint=str(folder),
+        has_sample_history=_has_sample_history(state),
     )
 
 
@@ -164,6 +178,7 @@ def snapshots_from_refs(
         config=dict(state.get("config") or {}),
         history=list(state.get("history") or []),
         checkpoint=str(checkpoint),
+        has_sample_history=_has_sample_history(state),
     )
 
 
@@ -363,6 +378,13 @@ def score_shards(
         DataError: a bad sample under ``data.on_error=raise``, or a broken count invariant.
     """
     num_classes = int(snaps.model_args["num_classes"])
+    chosen = resolve_source(
+        cfg.score.source,
+        has_history=snaps.has_sample_history,
+        trained_on=snaps.data.get("shards"),
+        scored=source.info.folder,
+    )
+    cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"source": chosen})})
     rule = build_rule(cfg.score, num_classes)
     path = Path(labels_path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ at precision 0.45). :func:`model_warnings` looks at the summary numbers only (pu
   within :data:`CROWD_BAND` (0.05) of the decision threshold, so the flags are coin tosses
   (the useless model: all of them; a trained model's scores pile up near 0 and 1);
 - **empty noise-matrix support**: no sample has a confident prediction (``score.confident_prob``),
-  or at least half of the classes have none, so the estimated noise matrix says nothing.
+  or at least half of the classes have none, so the estimated noise matrix says nothing. This
+  reads the confident-prediction counts whatever the decision: confident learning's own joint
+  always has support (its per-class thresholds follow the model down to chance).
 
 Thresholds were set from the two runs above: each fires on the useless run's numbers and none
 on the demo's, with a margin on both sides; they only warn, never fail.
@@ -63,6 +65,7 @@ def model_warnings(
     *,
     num_classes: int,
     threshold: float,
+    support: Sequence[int] | None = None,
 ) -> list[str]:
     """Plain-sentence warnings about the model behind the decisions (module docstring).
 
@@ -72,6 +75,8 @@ def model_warnings(
         histograms: :meth:`jumpray.score.summary.LabelStats.histograms` (``edges``, ``all``).
         num_classes: C.
         threshold: the decision threshold on the label score.
+        support: confident predictions per class (:class:`jumpray.score.summary.LabelStats`'s
+            ``noise_matrix_support``); None = the summary's.
 
     Returns:
         One sentence per finding; empty when nothing looks wrong.
@@ -101,7 +106,9 @@ def model_warnings(
             f"{threshold:g}: the model barely separates right from wrong labels, so the flags "
             "are close to coin tosses"
         )
-    support = [int(v) for v in summary.get("noise_matrix_support") or []]
+    if support is None:
+        support = summary.get("noise_matrix_support")
+    support = [int(v) for v in support or []]
     if support and (sum(support) == 0 or sum(1 for v in support if v == 0) >= len(support) / 2):
         empty = sum(1 for v in support if v == 0)
         found.append(

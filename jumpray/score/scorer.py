@@ -82,7 +82,7 @@ class ScorerSpec:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    temperature: float = 2.0
+    temperature: float = 1.0  # selection.temperature's default
     rule: str = "reference"
     tau: float = 1e-3
     max_mean_bit_loss: float = 0.5

@@ -6,6 +6,9 @@
   (:class:`jumpray.core.SampleHistory`, saved in the checkpoint). No forward pass: the rows come
   from a plain read of the shards (for key, shard and the count invariant), and
   :func:`training_scores` fills the score columns from the history.
+- ``auto`` (the default): ``both`` when the checkpoint holds a history and the scored shards are
+  the folder it was trained on (the clean job, ``jumpray score`` on the training shards), else
+  ``snapshots`` (other data, other methods, older checkpoints): :func:`resolve_source`.
 - ``both``: the scoring pass, then :func:`blend_scores` averages its probabilities with the
   history's (equal weights; the top-k sets are merged, exact when C <= k).
 
@@ -19,17 +22,43 @@ Pure numpy + torch (the history is a torch object).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from jumpray.core import SampleHistory, merge_top_k
 
-__all__ = ["SOURCES", "HISTORY_FORMULAS", "history_columns", "training_scores", "blend_scores"]
+__all__ = [
+    "SOURCES",
+    "HISTORY_FORMULAS",
+    "resolve_source",
+    "history_columns",
+    "training_scores",
+    "blend_scores",
+]
 
-SOURCES = ("snapshots", "training", "both")
+SOURCES = ("auto", "snapshots", "training", "both")
 # Score formulas that read only the classifier's probabilities (what a history holds).
 HISTORY_FORMULAS = ("prob", "margin")
+
+
+def resolve_source(
+    source: str, *, has_history: bool, trained_on: str | None, scored: str | Path
+) -> str:
+    """The source ``score.source`` names, with ``auto`` decided (module docstring).
+
+    Args:
+        source: ``score.source``.
+        has_history: the checkpoint holds a per-sample training history.
+        trained_on: the shard folder the checkpoint was trained on (its ``data.shards``), or
+            None (a checkpoint older than this field).
+        scored: the shard folder being scored.
+    """
+    if source != "auto":
+        return source
+    same = trained_on is not None and Path(trained_on).resolve() == Path(scored).resolve()
+    return "both" if has_history and same else "snapshots"
 
 
 def history_columns(history: SampleHistory, idx: np.ndarray, *, k: int) -> dict[str, np.ndarray]:

@@ -186,6 +186,7 @@ def loop_config_for(
         "config": cfg.model_dump(),
         "num_classes": cfg.num_classes or info.num_classes,
         "num_samples": info.num_samples,
+        "shards": str(info.folder),
         "channels": info.channels,
         "image_hw": list(info.image_hw),
         "mean": list(mean),

@@ -106,6 +106,7 @@ LOOP_KEYS = (
     "config",
     "num_classes",
     "num_samples",
+    "shards",
     "channels",
     "image_hw",
     "mean",
@@ -644,6 +645,8 @@ def _checkpoint_state(
         "history": list(state.history),
         "data": {
             "num_samples": int(lc["num_samples"]),
+            # The folder trained on: score.source=auto reads the history for these shards only.
+            "shards": lc.get("shards"),
             "channels": int(lc["channels"]),
             "image_hw": list(lc["image_hw"]),
             "mean": list(lc["mean"]),

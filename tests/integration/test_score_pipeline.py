@@ -123,7 +123,8 @@ def test_score_job_rows_quarantine_report_and_clean_shards(tmp_path, ray_cluster
     args += ["--out", str(out), "--test-shards", str(tmp_path / "shards")]
     args += ["data.on_error=skip", "data.max_quarantine_fraction=1", "score.num_snapshots=2"]
     args += ["score.batch_size=5"]
-    args += ["score.formula=prob", "score.threshold=0.3", "clean.gallery_size=4"]
+    args += ["score.decision=threshold", "score.formula=prob", "score.threshold=0.3"]
+    args += ["clean.gallery_size=4"]
     assert main(args) == 0
 
     table = pq.read_table(out / "labels.parquet")
@@ -220,7 +221,8 @@ def test_score_job_with_confident_learning(tmp_path, ray_cluster):
     weights = _checkpoint(tmp_path / "ckpt")
     out = tmp_path / "out"
     args = ["score", "--shards", str(tmp_path / "shards"), "--checkpoint", str(tmp_path / "ckpt")]
-    args += ["--out", str(out), "data.on_error=skip", "score.num_snapshots=2"]
+    args += ["--out", str(out), "data.on_error=skip", "data.max_quarantine_fraction=1"]
+    args += ["score.num_snapshots=2"]
     args += ["score.batch_size=5", "score.decision=confident", "score.top_k=3"]
     assert main(args) == 0
     # Only the final files remain: no raw or temporary table beside them.
@@ -257,7 +259,7 @@ def test_score_job_with_confident_learning(tmp_path, ray_cluster):
 
     from jumpray.data.shards import read_shards
 
-    source = read_shards(tmp_path / "shards", on_error="skip")
+    source = read_shards(tmp_path / "shards", on_error="skip", max_quarantine_fraction=1.0)
     written = write_clean_shards(source, out / "labels.parquet", tmp_path / "clean")
     assert written["num_kept"] == GOOD - int(issues.sum())
 
@@ -284,7 +286,8 @@ def test_score_job_from_the_training_history(tmp_path, ray_cluster, source):
 
     out = tmp_path / "out"
     args = ["score", "--shards", str(tmp_path / "shards"), "--checkpoint", str(tmp_path / "ckpt")]
-    args += ["--out", str(out), "data.on_error=skip", "score.num_snapshots=2"]
+    args += ["--out", str(out), "data.on_error=skip", "data.max_quarantine_fraction=1"]
+    args += ["score.num_snapshots=2"]
     args += ["score.decision=confident", f"score.source={source}"]
     assert main(args) == 0
     rows = pq.read_table(out / "labels.parquet").sort_by("idx").to_pydict()

@@ -52,6 +52,16 @@ def test_overwrite_replaces_only_a_shard_folder_jumpray_wrote(tmp_path, capsys):
     assert main(argv) == 0  # an empty folder is fine
     assert main(argv) == 2 and "pass --overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
+    # a hidden file would be replaced with the folder: refused, with or without --overwrite
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref")
+    assert main([*argv, "--overwrite"]) == 2
+    assert "did not write (.git)" in capsys.readouterr().err
+    assert (out / ".git" / "HEAD").read_text() == "ref"
+    fresh = tmp_path / "fresh"
+    (fresh / ".git").mkdir(parents=True)
+    assert main(["shards", "from-folder", str(src), "--out", str(fresh)]) == 2
+    assert (fresh / ".git").is_dir() and not (fresh / "index.json").exists()
 
 
 def test_out_under_a_file_is_one_paragraph(tmp_path, capsys):

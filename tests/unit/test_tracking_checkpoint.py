@@ -14,7 +14,8 @@ from jumpray.errors import DataError, TrackingError
 from jumpray.tracking import MlflowTracker, NoopTracker, build_tracker, resolve_tracking_uri
 
 
-def test_tracker_writes_params_metrics_artifacts_to_sqlite(tmp_path):
+def test_tracker_writes_params_metrics_artifacts_to_sqlite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts under ./mlruns of the working directory
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     t = MlflowTracker(uri=uri, experiment="unit", run_name="r1")
     t.log_params({"train.epochs": 3, "model.semantic_dim": 32})

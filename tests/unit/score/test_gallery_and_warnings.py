@@ -90,6 +90,16 @@ def test_useless_model_warns_and_the_demo_does_not():
     ] == [True]
 
 
+def test_support_reads_confident_predictions_not_the_confident_joint():
+    # Confident learning's joint always has support (its thresholds follow a useless model down
+    # to chance: 60 samples, 3 classes, issue 11's tiny run); the confident predictions do not.
+    summary = dict(DEMO, noise_matrix_support=[22, 7, 30])
+    spread = {"edges": EDGES, "all": [3500, 300, 100] + [50] * 14 + [200, 800, 4400]}
+    found = model_warnings(summary, spread, num_classes=3, threshold=0.1, support=[0, 0, 0])
+    assert any("no sample of 3 of the 3" in w for w in found)
+    assert model_warnings(summary, spread, num_classes=3, threshold=0.1) == []
+
+
 def test_report_shows_the_warnings_first(tmp_path):
     summary = dict(USELESS, num_classes=10, estimated_noise_matrix=np.eye(10).tolist())
     summary["warnings"] = ["test accuracy 0.180 is near chance"]

@@ -73,3 +73,25 @@ def test_rows_without_history_are_refused():
 def test_a_wider_table_pads_with_empty_slots():
     hist = history_columns(_history(), np.array([0]), k=5)
     assert hist["top_labels"].tolist() == [[0, 1, 2, -1, -1]]
+
+
+def test_auto_reads_the_history_only_for_the_shards_it_was_recorded_on(tmp_path):
+    from jumpray.score.sources import resolve_source
+
+    train, other = tmp_path / "train", tmp_path / "other"
+    train.mkdir()
+    other.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(train)
+    assert resolve_source("auto", has_history=True, trained_on=str(train), scored=link) == "both"
+    assert resolve_source("auto", has_history=True, trained_on=str(train), scored=other) == (
+        "snapshots"
+    )
+    # CE / Co-teaching checkpoints have no history; older checkpoints do not name their shards
+    assert resolve_source("auto", has_history=False, trained_on=str(train), scored=train) == (
+        "snapshots"
+    )
+    assert resolve_source("auto", has_history=True, trained_on=None, scored=train) == "snapshots"
+    # a named source is kept as it is (the scoring pass then says what is missing)
+    for name in ("snapshots", "training", "both"):
+        assert resolve_source(name, has_history=False, trained_on=None, scored=other) == name

@@ -13,11 +13,14 @@ C, K, N, B = 4, 4, 12, 4
 
 
 def tiny_config(**sections: dict[str, Any]) -> RunConfig:
-    """cnn28 on 1x8x8 images, C=4, K=4, no dropout, constant lr; sections override."""
+    """cnn28 on 1x8x8 images, C=4, K=4, no dropout, constant lr, the official selection (T 2,
+    blend, no class floor: the reference semantics these tests pin; the floor has its own
+    tests); sections override."""
     base: dict[str, Any] = {
         "model": {"backbone": "cnn28", "semantic_dim": K, "dropout": 0.0},
         "train": {"epochs": 4, "batch_size": B, "scheduler": "none", "lr": 0.1},
         "jump": {"interval": 1, "warmup_epochs": 1},
+        "selection": {"temperature": 2.0, "blend": True, "class_floor": 0.0},
     }
     for name, values in sections.items():
         base[name] = base.get(name, {}) | values

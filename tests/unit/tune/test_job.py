@@ -19,6 +19,21 @@ def test_resume_refuses_a_new_config(tmp_path, capsys):
     )
 
 
+def test_out_inside_the_shards_or_among_other_files_is_refused_before_ray(tmp_path, capsys):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "index.json").write_text("{}")
+    assert main(["tune", "--shards", str(shards), "--out", str(shards / "sweep")]) == 2
+    assert "source" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert main(["tune", "--shards", str(shards), "--out", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty (notes.txt) and holds no sweep" in err
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
 def _result(complete: bool) -> SweepResult:
     cfg = load_config(None, {"train": {"epochs": 6}, "tune": {"epochs": 3}})
     best = {
