@@ -3,8 +3,8 @@
 For each noise type (default ``sym:0.4`` and ``asym:0.4``) on a Fashion-MNIST subset, one
 ``jumpray tune`` sweep (:func:`jumpray.tune.sweep.run_sweep`, the real thing: ASHA, Ray Train
 trials, MLflow) of the default space (J in 1..4, K in 8..128, tau and lr log-uniform) on the
-Fashion-MNIST profile, with the clean test split as ``--test-shards``. Every trial reports, at each
-epoch, from the same model state:
+Fashion-MNIST budget (the schema defaults), with the clean test split as ``--test-shards``. Every
+trial reports, at each epoch, from the same model state:
 
 - ``val_accuracy``: accuracy on the *given* (noisy) labels of a seeded, stratified 10 % held-out
   split of the training shards: no clean label needed;

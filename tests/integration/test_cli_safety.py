@@ -144,7 +144,8 @@ def test_ctrl_c_resume_and_a_whole_quiet_run(tmp_path, ray_cluster):
     for noise in ("streaming_executor", "core_worker", "Execution plan", "\x1b["):
         assert noise not in stderr and noise not in stdout
     assert len(stderr.splitlines()) <= 20, stderr
-    assert "Execution plan" in "".join(p.read_text() for p in (out / "logs").glob("*.log"))
+    ray_log = "".join(p.read_text() for p in (out / "logs").glob("*.log"))
+    assert "Execution plan" in ray_log and "\x1b[" not in ray_log  # no colour codes in files
 
     # 4. A finished run is not merged into: refused before anything starts.
     proc, err = _start(command, env, logs)

@@ -14,8 +14,14 @@ from jumpray.train.local import summarize_history
 
 pytestmark = pytest.mark.slow
 
-# The Fashion-MNIST profile (LOCAL_DEFAULTS: class floor 1.2, T = 1, no blend) at 12 epochs.
-SETTINGS = {"train": {"epochs": 12, "lr": 0.05}, "jump": {"warmup_epochs": 3}}
+# The schema selection (class floor 1.2, T = 1, no blend) at 12 epochs, on cnn28: the backbone
+# this claim was measured with (issue 3). On the default tiny_cnn, Jump-teaching and CE tie on
+# sym:0.4 (0.789 / 0.791 at 8 epochs, 0.822 / 0.828 at 16; README, "The method, as configured").
+SETTINGS = {
+    "model": {"backbone": "cnn28"},
+    "train": {"epochs": 12, "lr": 0.05},
+    "jump": {"warmup_epochs": 3},
+}
 LIMIT, TEST_LIMIT, NOISE = 8000, 3000, "sym:0.4"
 
 
