@@ -37,8 +37,6 @@ The measured table is in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import statistics
@@ -50,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _lock import ray_lock
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "fashion_mnist.yaml"
@@ -104,20 +103,6 @@ class _PeakTree:
         self._thread.join()
 
 
-@contextlib.contextmanager
-def _ray_lock(path: Path | None):
-    """An exclusive flock on ``path`` (untimed wait); nothing when no path is given."""
-    if path is None:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -128,7 +113,7 @@ def _env() -> dict[str, str]:
 
 def _run(cmd: list[str], *, log: Path, lock: Path | None = None) -> dict[str, Any]:
     """Run ``cmd`` in a fresh process; wall time, exit code, peak tree memory and load."""
-    with _ray_lock(lock):
+    with ray_lock(lock):
         before = _load()
         start = time.perf_counter()
         with open(log, "w") as out:

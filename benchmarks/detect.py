@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +50,7 @@ sys.path.insert(0, str(BENCH))
 
 import detect_defaults as dd  # noqa: E402
 import torch  # noqa: E402
+from _lock import ray_lock  # noqa: E402
 
 from jumpray.config import load_config  # noqa: E402
 from jumpray.core import detection_metrics  # noqa: E402
@@ -81,20 +80,6 @@ def write_task_shards(task: str, work: Path, cache: Path) -> tuple[Path, Path, d
     if not (test / "index.json").is_file():
         write_fashion_mnist(test, split="test", overwrite=True)
     return train, test, data
-
-
-@contextmanager
-def ray_lock(path: Path | None):
-    """Hold an exclusive ``flock`` on ``path`` (None: no lock), waiting as long as it takes."""
-    if path is None:
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_jumpray_clean(
