@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["get_logger", "setup_logging", "capture_to", "echo", "console_is_tty", "alias_path"]
 
@@ -115,6 +116,28 @@ def _own_stream(stream: IO[str], fd: int) -> tuple[IO[str], bool]:
     return os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace"), True
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _plain_text_records(
+    factory: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
+    """A log-record factory that strips terminal colour codes from every message (Ray's driver
+    logs the dashboard URL in bold green whatever the output is)."""
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler's own error path
+            return record
+        if "\x1b[" in message:
+            record.msg, record.args = _ANSI.sub("", message), None
+        return record
+
+    return make
+
+
 @contextlib.contextmanager
 def capture_to(path: str | Path) -> Iterator[Path]:
     """Send everything but jumpray's own lines to ``path`` (appended) while active.
@@ -142,6 +165,8 @@ def capture_to(path: str | Path) -> Iterator[Path]:
     # Colour codes in a file are noise (Ray colours the prefix of forwarded worker lines).
     previous_colour = os.environ.get("RAY_COLOR_PREFIX")
     os.environ["RAY_COLOR_PREFIX"] = "0"
+    previous_factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(_plain_text_records(previous_factory))
     try:
         os.dup2(log_file.fileno(), 1)
         os.dup2(log_file.fileno(), 2)
@@ -161,6 +186,7 @@ def capture_to(path: str | Path) -> Iterator[Path]:
         for stream, owned in ((out, close_out), (err, close_err)):
             if owned:
                 stream.close()
+        logging.setLogRecordFactory(previous_factory)
         if previous_colour is None:
             os.environ.pop("RAY_COLOR_PREFIX", None)
         else:

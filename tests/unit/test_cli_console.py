@@ -101,6 +101,7 @@ with capture_to(sys.argv[1]):
     echo("summary line")
     print("print from a library")
     logging.getLogger("ray.data").warning("Execution plan of Dataset")
+    logging.getLogger("ray").warning("dashboard at \x1b[1m\x1b[32m%s\x1b[0m", "http://x")
     os.write(2, b"[core_worker.cc:2465] C++ noise\\n")
     os.write(1, b"\\x1b[36m(pid=1)\\x1b[0m worker noise\\n")
 print("after")
@@ -117,6 +118,7 @@ print("after")
     for noise in ("print from a library", "Execution plan", "C++ noise", "worker noise"):
         assert noise in text
     assert "jumpray line" in text  # the log is the whole record
+    assert "dashboard at http://x" in text and "\x1b[1m" not in text  # no colour in the file
 
 
 def test_summary_says_when_mlflow_recorded_nothing(tmp_path):
