@@ -118,10 +118,11 @@ def score_and_report(
     )
     run = score_shards(source, snaps, cfg, labels_path=out / LABELS_FILE, stats=stats)
     num_quarantined = _write_quarantine(source, out / QUARANTINE_FILE)
+    label_stats = stats.result()
     summary: dict[str, Any] = {
         "shards": str(info.folder),
         "num_rows_in": info.rows_in,
-        **stats.result(),
+        **label_stats,
         "num_quarantined": num_quarantined,
         "num_classes": num_classes,
         "class_names": info.class_names,
@@ -146,7 +147,8 @@ def score_and_report(
         stats.histograms(),
         num_classes=num_classes,
         threshold=cfg.score.threshold,
-        support=stats.result()["noise_matrix_support"],
+        # The confident predictions, before a confident-learning joint replaced the summary's.
+        support=label_stats["noise_matrix_support"],
     )
     for warning in summary["warnings"]:
         log.warning("caution: %s", warning)
