@@ -13,7 +13,7 @@ from typing import Any
 
 from jumpray.log import get_logger
 
-__all__ = ["init_ray", "QUIET_RAY_ENV", "torch_threads", "node_cpus"]
+__all__ = ["init_ray", "QUIET_RAY_ENV", "torch_threads", "node_cpus", "materialize_in_order"]
 
 log = get_logger(__name__)
 
@@ -126,6 +126,31 @@ def torch_threads(
         usable_cores = usable_cores or os.cpu_count() or 1
     share = int(node_cpus // max(processes_on_node, 1))
     return max(1, min(share, usable_cores))
+
+
+def materialize_in_order(ds: Any) -> Any:
+    """``ds.materialize()`` with its blocks in read order, whatever order the read tasks end in.
+
+    Ray Data materializes blocks in the order their tasks finish, which depends on the machine's
+    speed: a small last shard read on a fast box lands first. The rows of a materialized dataset
+    are the order a worker trains in with ``data.shuffle_buffer: 0``, so an unordered
+    materialization made ``data.preserve_order`` runs differ from machine to machine. The order
+    costs nothing here: every block is kept until the end anyway.
+
+    Args:
+        ds: a Ray Dataset.
+
+    Returns:
+        The MaterializedDataset (its context keeps ``preserve_order`` on).
+    """
+    options = ds.context.execution_options
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        return ds.materialize()
+    finally:
+        # The context may be shared with the datasets ds was derived from: leave them as they were.
+        options.preserve_order = before
 
 
 def node_cpus() -> float:

@@ -177,6 +177,8 @@ class ShardSource:
         import ray
         from ray.data.dataset import MaterializedDataset
 
+        from jumpray.ray_utils import materialize_in_order
+
         if isinstance(self.dataset, MaterializedDataset):
             return True
         h, w = self.info.image_hw
@@ -190,7 +192,7 @@ class ShardSource:
                 store / 2**20,
             )
             return False
-        self.dataset = self.dataset.materialize()
+        self.dataset = materialize_in_order(self.dataset)
         return True
 
     def check_counts(self, rows_out: int) -> int:

@@ -56,6 +56,7 @@ from jumpray.data.decode import resolve_normalization
 from jumpray.data.shards import ShardSource
 from jumpray.errors import user_error
 from jumpray.log import get_logger
+from jumpray.ray_utils import materialize_in_order
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue, plot_selection_curves
 from jumpray.train.snapshots import create_snapshot_store, store_name
@@ -372,7 +373,7 @@ def _prepare(cfg: RunConfig, source: ShardSource) -> tuple[Any, bool]:
             approx / 1e6,
         )
         return ds, False
-    return ds.materialize(), True
+    return materialize_in_order(ds), True
 
 
 def check_model_fits(cfg: RunConfig, num_classes: int) -> None:

@@ -242,3 +242,20 @@ def test_folder_wide_failures_fail_with_the_counts_not_exit_0(tmp_path, ray_clus
     build.write_tar(junk / "x-000000.tar", samples)
     with pytest.raises(DataError, match="none of the 20 images sampled is a readable image"):
         read_shards(junk, on_error="skip", max_quarantine_fraction=1.0)
+
+
+def test_materialized_rows_keep_the_read_order_whatever_order_the_reads_end_in(
+    tmp_path, ray_cluster
+):
+    # Two big shards and a tiny last one: on 2 CPUs the tiny read starts when the first big one
+    # ends and ends before the second, so an unordered materialization puts its rows first. The
+    # order is what a worker trains in with shuffle_buffer 0 (data.preserve_order runs).
+    images = build.tiny_images(4005, size=48, channels=1, seed=5)
+    write_arrays(
+        tmp_path / "uneven", images, np.arange(4005) % 10, seed=0, max_samples_per_shard=2000
+    )
+    for _ in range(2):
+        source = read_shards(tmp_path / "uneven", materialize=True)
+        assert type(source.dataset).__name__ == "MaterializedDataset"
+        idx = [int(i) for b in source.dataset.iter_batches(batch_size=None) for i in b["idx"]]
+        assert idx == list(range(4005))
