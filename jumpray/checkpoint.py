@@ -9,8 +9,6 @@ renamed, so a crash never leaves a half checkpoint (DESIGN §5).
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import random
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from jumpray.errors import DataError
+from jumpray.files import atomic_path, write_json
 
 __all__ = [
     "FORMAT",
@@ -90,13 +89,10 @@ def save_checkpoint(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{STATE_FILE}.tmp-{os.getpid()}"
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, folder / STATE_FILE)
+    with atomic_path(folder / STATE_FILE) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
     info = {"format": FORMAT, "epoch": state.get("epoch")} | (meta or {})
-    tmp_meta = folder / f".meta.json.tmp-{os.getpid()}"
-    tmp_meta.write_text(json.dumps(info, indent=2, default=str))
-    os.replace(tmp_meta, folder / "meta.json")
+    write_json(folder / "meta.json", info)
     return folder
 
 

@@ -7,10 +7,11 @@ noise setting (the runs of one setting ran back to back, so machine drift touche
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from jumpray.files import atomic_path
 
 __all__ = [
     "JT",
@@ -18,7 +19,6 @@ __all__ = [
     "check_goals",
     "format_markdown",
     "plot_report",
-    "write_atomic",
     "GOALS",
     "DISTURBED_CORES",
 ]
@@ -280,10 +280,9 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         f"jumpray bench, {report['profile']} profile, {report['device']}, {report['date']}"
     )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _bars(ax, noises: list[str], series: list[str], value) -> None:
@@ -294,10 +293,3 @@ def _bars(ax, noises: list[str], series: list[str], value) -> None:
         ax.bar(xs, [y if y is not None else 0.0 for y in ys], width, label=LABELS[name])
     ax.set_xticks(range(len(noises)), noises)
     ax.legend(fontsize=8)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

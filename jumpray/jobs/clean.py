@@ -35,7 +35,8 @@ from typing import Any
 
 from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
-from jumpray.jobs.score import SUMMARY_FILE, _write_json, score_and_report, summary_text
+from jumpray.files import write_json
+from jumpray.jobs.score import SUMMARY_FILE, score_and_report, summary_text
 from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "run_clean", "CLEAN_SHARDS"]
@@ -202,7 +203,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
         summary["mlflow_tracking_uri"] = tracker.uri
         summary["log_file"] = str(session.log_path) if session.log_path else None
         summary = session.final(summary)
-        _write_json(stage / SUMMARY_FILE, summary)
+        write_json(stage / SUMMARY_FILE, summary)
         _track(tracker, summary, stage)
         session.publish(head=SUMMARY_FILE)
     except BaseException as exc:

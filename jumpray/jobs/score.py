@@ -23,8 +23,6 @@ published at the end; with ``--test-shards`` the summary also has the newest sna
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from typing import Any
 from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
 from jumpray.errors import DataError
+from jumpray.files import write_json, write_parquet
 from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "score_and_report", "summary_text", "SUMMARY_FILE"]
@@ -60,22 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_overwrite_argument(parser)
     add_config_arguments(parser)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_quarantine(source, path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    table = source.quarantine()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return int(table.num_rows)
 
 
 def score_and_report(
@@ -117,7 +100,7 @@ def score_and_report(
         num_classes, gallery_size=cfg.clean.gallery_size, confident_prob=cfg.score.confident_prob
     )
     run = score_shards(source, snaps, cfg, labels_path=out / LABELS_FILE, stats=stats)
-    num_quarantined = _write_quarantine(source, out / QUARANTINE_FILE)
+    num_quarantined = write_parquet(out / QUARANTINE_FILE, source.quarantine())
     label_stats = stats.result()
     summary: dict[str, Any] = {
         "shards": str(info.folder),
@@ -152,7 +135,7 @@ def score_and_report(
     )
     for warning in summary["warnings"]:
         log.warning("caution: %s", warning)
-    _write_json(out / SUMMARY_FILE, summary)
+    write_json(out / SUMMARY_FILE, summary)
     t_report = time.perf_counter()
     rows = stats.gallery()
     side = gallery_side(min(info.image_hw))
@@ -168,7 +151,7 @@ def score_and_report(
         title=title,
     )
     summary["report_s"] = round(time.perf_counter() - t_report, 3)
-    _write_json(out / SUMMARY_FILE, summary)
+    write_json(out / SUMMARY_FILE, summary)
     return summary
 
 

@@ -19,7 +19,6 @@ probable classes, most probable first).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jumpray.files import atomic_path
 from jumpray.score.rules import LabelRule
 
 __all__ = ["labels_schema", "to_table", "iter_table", "decide_table", "RULE_COLUMNS"]
@@ -140,18 +140,12 @@ def decide_table(
             rule.observe(p, batch)
         rule.end_pass(p)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     rows = 0
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for batch in iter_table(raw_path):
-                batch |= rule.decide(batch)
-                writer.write_table(to_table(batch, schema))
-                if stats is not None:
-                    stats.update(batch)
-                rows += len(batch["idx"])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for batch in iter_table(raw_path):
+            batch |= rule.decide(batch)
+            writer.write_table(to_table(batch, schema))
+            if stats is not None:
+                stats.update(batch)
+            rows += len(batch["idx"])
     return rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import yaml
 
 from jumpray.config import RunConfig, apply_overrides
+from jumpray.files import atomic_path, write_text
 from jumpray.tune.space import Dimension, trial_config
 from jumpray.tune.tracking import FAILED, FINISHED, RUNNING, STOPPED
 
@@ -77,7 +77,7 @@ def write_best_yaml(path: Path, cfg: RunConfig, record: dict[str, Any], *, metri
         f"# searched: {', '.join(f'{k}={format_value(v)}' for k, v in sorted(record['params'].items()))}\n"
         "# use: jumpray clean --shards DIR --out DIR --config best.yaml\n"
     )
-    _atomic_text(path, header + yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    write_text(path, header + yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     return path
 
 
@@ -87,8 +87,7 @@ def write_trials_csv(path: Path, records: Sequence[dict[str, Any]], *, metric: s
     metrics = sorted({k for r in records for k in r.get("metrics", {})} - {metric})
     metrics = ([metric] if any(metric in r.get("metrics", {}) for r in records) else []) + metrics
     header = ["trial_id", "status", "stopped_early", *params, *metrics]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for r in records:
@@ -96,7 +95,6 @@ def write_trials_csv(path: Path, records: Sequence[dict[str, Any]], *, metric: s
             row += [r["params"].get(k, "") for k in params]
             row += [r["metrics"].get(k, "") for k in metrics]
             writer.writerow(row)
-    os.replace(tmp, path)
     return path
 
 
@@ -253,9 +251,3 @@ def _ints(space: dict[str, Dimension], key: str) -> set[int]:
 def format_value(v: Any) -> str:
     """A searched value for a label: floats to 3 significant digits."""
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -22,7 +22,6 @@ they are, unfinished and failed ones continue, each from its Ray Train checkpoin
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from jumpray.config import RunConfig
 from jumpray.errors import ConfigError
+from jumpray.files import write_json
 from jumpray.log import get_logger
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.tune.ledger import RayLedger, settle, take_ledger
@@ -184,7 +184,7 @@ def run_sweep(
     concurrency = trial_concurrency(cfg, ray.cluster_resources(), num_trials=planned)
     before = take_ledger()
     parent = _parent_tracker(cfg, saved.get("parent_run_id"), shards)
-    _write_json(
+    write_json(
         out / RUN_FILE,
         {
             "config": cfg.model_dump(),
@@ -312,9 +312,3 @@ def _outputs(
         parent_run_id=parent.run_id,
         tracking_uri=parent.uri,
     )
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

@@ -21,9 +21,7 @@ restored sweep (``--resume``) keeps logging into the same child runs.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from ray.tune import Callback
 
 from jumpray.config import RunConfig, config_to_flat_dict
 from jumpray.errors import ConfigError
+from jumpray.files import write_json
 from jumpray.log import get_logger
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.tune.space import plain_values, trial_config
@@ -219,9 +218,7 @@ class SweepTracker(Callback):
 
     def _save(self) -> None:
         path = Path(self.out) / TRIALS_FILE
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(list(self.records.values()), indent=1, default=str) + "\n")
-        os.replace(tmp, path)
+        write_json(path, list(self.records.values()), indent=1)
 
     def progress_line(self, trial_id: str, *, event: str | None = None) -> str:
         """``tune: 3/8 trials done (1 stopped early, 0 failed), 2 running; best <metric> ...

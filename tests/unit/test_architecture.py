@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "log": 0,
     "runs": 0,
+    "files": 0,
     "core": 1,
     "data": 2,
     "models": 2,
