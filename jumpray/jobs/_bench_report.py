@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jumpray.files import atomic_path
+from jumpray.plots import pyplot, save_figure
 
 __all__ = [
     "JT",
@@ -248,11 +248,7 @@ _DEFINITIONS = [
 
 def plot_report(report: dict[str, Any], path: Path) -> None:
     """A 2x2 PNG: accuracy and F1 per method per noise; JT throughput and memory ratios."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     by_noise = _by_noise(report["rows"])
     noises = list(by_noise)
     methods = [m for m in LABELS if any(m in v for v in by_noise.values())]
@@ -280,9 +276,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         f"jumpray bench, {report['profile']} profile, {report['device']}, {report['date']}"
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _bars(ax, noises: list[str], series: list[str], value) -> None:

@@ -20,6 +20,7 @@ import yaml
 
 from jumpray.config import RunConfig, apply_overrides
 from jumpray.files import atomic_path, write_text
+from jumpray.plots import pyplot, save_figure
 from jumpray.tune.space import Dimension, trial_config
 from jumpray.tune.tracking import FAILED, FINISHED, RUNNING, STOPPED
 
@@ -162,11 +163,7 @@ def plot_sweep(
 ) -> list[Path]:
     """``tune_<key>.png`` (the metric against each searched key) and ``tune_interaction.png``
     (mean metric per J x K cell) when both are searched."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths = []
     scored = [r for r in records if _value(r, metric) is not None]
     for key, dim in space.items():
@@ -197,9 +194,7 @@ def plot_sweep(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        paths.append(out / f"tune_{key.replace('.', '_')}.png")
-        fig.savefig(paths[-1])
-        plt.close(fig)
+        paths.append(save_figure(fig, out / f"tune_{key.replace('.', '_')}.png"))
     if "jump.interval" in space and "model.semantic_dim" in space:
         paths.append(_interaction(out / "tune_interaction.png", scored, space, metric=metric))
     return paths
@@ -208,8 +203,7 @@ def plot_sweep(
 def _interaction(
     path: Path, scored: Sequence[dict[str, Any]], space: dict[str, Dimension], *, metric: str
 ) -> Path:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     js = sorted({int(r["params"]["jump.interval"]) for r in scored} | _ints(space, "jump.interval"))
     ks = sorted(
         {int(r["params"]["model.semantic_dim"]) for r in scored}
@@ -238,9 +232,7 @@ def _interaction(
     ax.set_title(f"mean {metric}, trials that ran the budget", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _ints(space: dict[str, Dimension], key: str) -> set[int]:
