@@ -29,12 +29,7 @@ __all__ = [
     "parse_overrides",
     "apply_overrides",
     "config_to_flat_dict",
-    "METHOD_NAMES",
-    "SELECTION_RULES",
 ]
-
-METHOD_NAMES = ("jumpteaching", "ce", "coteaching", "jocor")
-SELECTION_RULES = ("reference", "guarded")
 
 
 class _Strict(BaseModel):
