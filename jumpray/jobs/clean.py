@@ -116,12 +116,10 @@ def run_clean(
 
 def _clean(cfg, session, shards, test_shards, write_shards, address, title):
     """Inside the run session: train, score, write, publish; returns (summary, tracker)."""
-    from jumpray.ray_utils import init_ray
+    from jumpray.jobs._run import read_inputs, start_ray
 
     t_start = time.perf_counter()
-    init_ray(address=address or cfg.scaling.address)
-    startup = {"startup_ray_init_s": time.perf_counter() - t_start}
-    from jumpray.data.shards import read_shards
+    startup = start_ray(address or cfg.scaling.address)
     from jumpray.jobs.train import _resume_name
     from jumpray.score.export import write_clean_shards
     from jumpray.score.pipeline import snapshots_from_refs
@@ -130,29 +128,15 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
 
     stage = session.staging
     t0 = time.perf_counter()
-    source = read_shards(shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
-    test = None
-    if test_shards is not None:
-        test = read_shards(
-            test_shards,
-            cfg.data,
-            num_classes=cfg.num_classes or source.info.num_classes,
-            image_size=min(source.info.image_hw),  # the size the model is trained at
-            materialize=False,
-        )
-    startup["startup_scan_s"] = time.perf_counter() - t0
+    inputs = read_inputs(cfg, shards, test_shards, num_classes=cfg.num_classes)
+    source, test = inputs.train, inputs.test
+    startup |= inputs.startup
     # Decoded once, all columns: training and scoring both read these rows (no second decode).
     t1 = time.perf_counter()
     if cfg.data.materialize:
         source.materialize()
     startup["startup_materialize_s"] = time.perf_counter() - t1
-    tracker = build_tracker(
-        enabled=cfg.tracking.enabled,
-        uri=cfg.tracking.uri,
-        experiment=cfg.tracking.experiment,
-        run_name=cfg.tracking.run_name or f"clean-{Path(shards).name}",
-        strict=cfg.tracking.strict,
-    )
+    tracker = build_tracker(cfg.tracking, default_name=f"clean-{Path(shards).name}")
     tracker.set_tags({"jumpray.job": "clean"})
     result = None
     try:
@@ -212,9 +196,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
     finally:  # the snapshot store and the quarantine sinks end with the job
         if result is not None:
             result.release()
-        for s in (source, test):
-            if s is not None:
-                s.close()
+        inputs.close()
     tracker.end()
     return summary, tracker
 

@@ -220,38 +220,27 @@ def run(args: argparse.Namespace) -> int:
 
 def _score(cfg: RunConfig, args: argparse.Namespace, session) -> dict[str, Any]:
     """Inside the run session: Ray, the snapshots, scoring, publish; returns the summary."""
-    from jumpray.ray_utils import init_ray
+    from jumpray.jobs._run import read_inputs, start_ray
 
-    init_ray(address=args.address or cfg.scaling.address)
-    from jumpray.data.shards import read_shards
+    start_ray(args.address or cfg.scaling.address)
     from jumpray.score.pipeline import evaluate_accuracy, snapshots_from_checkpoint
 
     snaps = snapshots_from_checkpoint(args.checkpoint, cfg.score.num_snapshots)
     num_classes = int(snaps.model_args["num_classes"])
     # The size the model was trained at, whatever sizes these shards hold.
     size = cfg.data.image_size or min(int(v) for v in snaps.data["image_hw"])
-    source = read_shards(
-        args.shards, cfg.data, num_classes=num_classes, image_size=size, materialize=False
+    inputs = read_inputs(
+        cfg, args.shards, args.test_shards, num_classes=num_classes, image_size=size
     )
     extra: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
-    test = None
     try:
-        if args.test_shards is not None:
-            test = read_shards(
-                args.test_shards,
-                cfg.data,
-                num_classes=num_classes,
-                image_size=size,
-                materialize=False,
-            )
-            extra["test_accuracy"] = evaluate_accuracy(test, snaps, cfg)
+        if inputs.test is not None:
+            extra["test_accuracy"] = evaluate_accuracy(inputs.test, snaps, cfg)
         summary = score_and_report(
-            cfg, source=source, snaps=snaps, out=session.staging, extra=extra
+            cfg, source=inputs.train, snaps=snaps, out=session.staging, extra=extra
         )
     finally:  # the quarantine sinks end with the job
-        for s in (source, test):
-            if s is not None:
-                s.close()
+        inputs.close()
     session.publish(head=SUMMARY_FILE)
     return session.final(summary)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -93,36 +92,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dict[str, Any], Any]:
     """Inside the run session: Ray, the shards, fit, publish; returns (summary, tracker)."""
-    from jumpray.ray_utils import init_ray
+    from jumpray.jobs._run import read_inputs, start_ray
     from jumpray.tracking import build_tracker
 
-    # Before Ray Data is imported: its quiet settings are read from the environment on import.
-    t0 = time.perf_counter()
-    init_ray(address=args.address or cfg.scaling.address)
-    startup = {"startup_ray_init_s": time.perf_counter() - t0}
-    from jumpray.data.shards import read_shards
+    startup = start_ray(args.address or cfg.scaling.address)
     from jumpray.train.launch import SUMMARY_FILE, fit
 
     # fit() caches only the tensor columns (data.materialize), so the reader does not.
-    t0 = time.perf_counter()
-    train = read_shards(args.shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
-    test = None
-    if args.test_shards is not None:
-        test = read_shards(
-            args.test_shards,
-            cfg.data,
-            num_classes=cfg.num_classes or train.info.num_classes,
-            image_size=min(train.info.image_hw),  # the size the model is trained at
-            materialize=False,
-        )
-    startup["startup_scan_s"] = time.perf_counter() - t0
-    tracker = build_tracker(
-        enabled=cfg.tracking.enabled,
-        uri=cfg.tracking.uri,
-        experiment=cfg.tracking.experiment,
-        run_name=cfg.tracking.run_name or f"train-{Path(args.shards).name}",
-        strict=cfg.tracking.strict,
-    )
+    inputs = read_inputs(cfg, args.shards, args.test_shards, num_classes=cfg.num_classes)
+    train, test = inputs.train, inputs.test
+    startup |= inputs.startup
+    tracker = build_tracker(cfg.tracking, default_name=f"train-{Path(args.shards).name}")
     tracker.set_tags({"jumpray.job": "train"})
     try:
         result = fit(
@@ -142,9 +122,7 @@ def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dic
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:  # nothing of this run stays in the Ray session (a caller may run more jobs)
-        for source in (train, test):
-            if source is not None:
-                source.close()
+        inputs.close()
     tracker.end()
     return session.final(result.summary), tracker
 

@@ -264,13 +264,7 @@ def fit(
     store = create_snapshot_store(store_id, keep=cfg.snapshots.keep)
     own_tracker = tracker is None
     if tracker is None:
-        tracker = build_tracker(
-            enabled=cfg.tracking.enabled,
-            uri=cfg.tracking.uri,
-            experiment=cfg.tracking.experiment,
-            run_name=cfg.tracking.run_name or run_name,
-            strict=cfg.tracking.strict,
-        )
+        tracker = build_tracker(cfg.tracking, default_name=run_name)
     tracker.log_params(config_to_flat_dict(cfg))
     tracker.set_tags({"jumpray.run_name": run_name, "jumpray.shards": train.info.folder})
 

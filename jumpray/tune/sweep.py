@@ -124,15 +124,7 @@ def _saved_run(out: Path, shards: Path, test_shards: Path | None) -> dict[str, A
 
 
 def _parent_tracker(cfg: RunConfig, run_id: str | None, shards: Path) -> NoopTracker:
-    tc = cfg.tracking
-    return build_tracker(
-        enabled=tc.enabled,
-        uri=tc.uri,
-        experiment=tc.experiment,
-        run_name=tc.run_name or f"tune-{shards.name}",
-        strict=tc.strict,
-        run_id=run_id,
-    )
+    return build_tracker(cfg.tracking, default_name=f"tune-{shards.name}", run_id=run_id)
 
 
 def run_sweep(

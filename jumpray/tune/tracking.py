@@ -174,26 +174,15 @@ class SweepTracker(Callback):
         if tracker is not None:
             return tracker
         record = self.records[trial_id]
-        tc = self.cfg.tracking
+        # A trial's run is named by its id, never by tracking.run_name (the sweep's run has it).
+        tc = self.cfg.tracking.model_copy(update={"run_name": None})
         if self.parent_run_id is None or not tc.enabled:
             tracker = NoopTracker()
         elif record.get("mlflow_run_id"):
-            tracker = build_tracker(
-                enabled=True,
-                uri=tc.uri,
-                experiment=tc.experiment,
-                run_name=None,
-                strict=tc.strict,
-                run_id=record["mlflow_run_id"],
-            )
+            tracker = build_tracker(tc, run_id=record["mlflow_run_id"])
         else:
             tracker = build_tracker(
-                enabled=True,
-                uri=tc.uri,
-                experiment=tc.experiment,
-                run_name=f"trial-{trial_id}",
-                strict=tc.strict,
-                parent_run_id=self.parent_run_id,
+                tc, default_name=f"trial-{trial_id}", parent_run_id=self.parent_run_id
             )
             record["mlflow_run_id"] = tracker.run_id
             tracker.log_params(self._trial_params(record["params"]))
