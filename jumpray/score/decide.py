@@ -1,6 +1,6 @@
 """Pure decisions from per-snapshot scores: label_score, is_label_issue, relabel, noise matrix.
 
-No Ray, no files: numpy in, numpy out (DESIGN §1.3-§1.4, style R2). The scorer
+No Ray, no files: numpy in, numpy out (docs/architecture.md, 'Pure core, thin adapters'). The scorer
 (:mod:`jumpray.score.scorer`) hands over, per sample and per prior snapshot r = 1..R, the raw scores
 ``prob_given``, ``semantic_prob``, ``bit_loss_mean``, ``bit_loss_var`` and ``clean`` (the training
 clean rule). A :class:`Decision` turns them into one number per sample:
