@@ -4,7 +4,7 @@ A checkpoint folder holds ``state.pt`` with: the method state (networks, optimiz
 AMP scaler, all flag generations, the blend generator), the epoch just finished, RNG states, the
 resolved config, the given labels and the list of snapshot epochs; and ``meta.json`` (human
 readable: format, epoch, method, num_classes). Files are written under a temporary name and
-renamed, so a crash never leaves a half checkpoint (DESIGN §5).
+renamed, so a crash never leaves a half checkpoint (docs/architecture.md, 'Data safety').
 """
 
 from __future__ import annotations

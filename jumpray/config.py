@@ -5,8 +5,8 @@ The schema is pydantic with unknown keys forbidden everywhere, so a typo such as
 problem (bad YAML key, wrong type, out-of-range value, invalid combination) and raises one
 :class:`~jumpray.errors.ConfigError` that lists them all, each with its dotted key.
 
-Every constant of the method is a config value (reference §4 lists the official defaults):
-K (``model.semantic_dim``), tau (``selection.tau``), T (``selection.temperature``), J
+Every constant of the method is a config value (docs/method.md, 'Settings', lists the official
+ones): K (``model.semantic_dim``), tau (``selection.tau``), T (``selection.temperature``), J
 (``jump.interval``), warm-up (``jump.warmup_epochs``), Beta alpha (``selection.beta_alpha``),
 blend on/off (``selection.blend``) and the clean rule (``selection.rule``).
 """
@@ -65,7 +65,7 @@ class JumpConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
-    """The clean rule and the semantic loss (reference §2.2-§2.4, §2.6)."""
+    """The clean rule and the semantic loss (docs/method.md, 'Clean rule')."""
 
     rule: Literal["reference", "guarded"] = "reference"
     tau: float = Field(1e-3, gt=0, description="variance threshold on the K per-bit losses")
@@ -127,7 +127,7 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Optimisation. Defaults are tuned for the small CPU demo; reference §4 has the paper's."""
+    """Optimisation, tuned for the small CPU demo (official: docs/method.md, 'Settings')."""
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(
@@ -204,7 +204,10 @@ class DataConfig(_Strict):
 
 
 class ScalingConfig(_Strict):
-    """Ray Train resources. On a 2-core box, leave one CPU for Ray Data (ray-stack-notes §3.1)."""
+    """Ray Train resources. On a 2-core box, leave one CPU for Ray Data.
+
+    Why: docs/architecture.md, 'Ray notes: CPU starvation'.
+    """
 
     num_workers: int = Field(
         1, ge=0, description="Ray Train workers; 0 = run in the driver process"
@@ -224,7 +227,7 @@ class ScalingConfig(_Strict):
 
 
 class SnapshotConfig(_Strict):
-    """Prior-model snapshots kept in the object store (DESIGN §3)."""
+    """Prior-model snapshots kept in the object store (docs/architecture.md, 'Distributed state')."""
 
     keep: int = Field(3, ge=1, description="R, the last R epochs' weights are kept (R >= J + 1)")
 

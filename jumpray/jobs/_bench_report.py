@@ -1,6 +1,6 @@
 """The bench's tables: ratios per noise setting, the issue's goals, ``bench.md`` and the PNG.
 
-Pure functions over the rows of ``bench.json`` (CONTRACT §4), so they are tested on hand-made
+Pure functions over the rows of ``bench.json`` (docs/contract.md), so they are tested on hand-made
 rows. Every ratio is Jump-teaching's figure divided by the other method's, computed within one
 noise setting (the runs of one setting ran back to back, so machine drift touches them alike).
 """
@@ -35,7 +35,7 @@ LABELS = {
     "cleanlab": "cleanlab",
 }
 
-# name -> what the issue asks (seed abstract's promise, issue #7).
+# name -> what the issue asks (the paper's claims, issue #7).
 GOALS: dict[str, str] = {
     "throughput_vs_two_network": "JT training throughput >= 1.8x Co-teaching's and JoCoR's",
     "throughput_vs_ce": "JT training throughput >= 0.9x plain CE's",

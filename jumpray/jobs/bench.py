@@ -4,9 +4,9 @@ For every noise setting of the profile, each method trains on the same Fashion-M
 with the same backbone, epochs, batch size, learning rate and seed, one after another (settings
 interleaved, so machine drift touches every method alike). Each run is a fresh process
 (:mod:`jumpray.jobs._bench_worker`), which makes the CPU peak-memory figures comparable. Writes
-``bench.json`` (CONTRACT §4), ``bench.md`` and ``bench.png`` (:mod:`jumpray.jobs._bench_report`).
+``bench.json`` (docs/contract.md), ``bench.md`` and ``bench.png`` (:mod:`jumpray.jobs._bench_report`).
 
-The issue's yardstick is the seed abstract's promise (reference §7.1): about 2.5x the training
+The yardstick is the paper's claim (docs/method.md, 'Reported results'): about 2.5x the training
 speed and half the peak memory of two-network methods, at better accuracy.
 
 Examples::

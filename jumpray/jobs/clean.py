@@ -1,4 +1,4 @@
-"""``jumpray clean``: train, score with the last R snapshots, decide, write (CONTRACT §2-§3).
+"""``jumpray clean``: train, score with the last R snapshots, decide, write (docs/contract.md).
 
 Examples::
 

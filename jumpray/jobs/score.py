@@ -1,4 +1,4 @@
-"""``jumpray score``: every sample of a shard folder scored by a trained run's snapshots (CONTRACT §2-§3).
+"""``jumpray score``: every sample of a shard folder scored by a trained run's snapshots (docs/contract.md).
 
 Examples::
 

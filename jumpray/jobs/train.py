@@ -1,4 +1,4 @@
-"""``jumpray train``: Jump-teaching (or a baseline) on shards with Ray Train (CONTRACT §2).
+"""``jumpray train``: Jump-teaching (or a baseline) on shards with Ray Train (docs/contract.md).
 
 Examples::
 

@@ -1,4 +1,7 @@
-"""The clean report: PNG plots (drawn by :mod:`jumpray.plots`) and one self-contained ``report.html`` beside them (CONTRACT §3).
+"""The clean report: PNG plots (drawn by :mod:`jumpray.plots`) and one self-contained
+``report.html`` beside them.
+
+The files are listed in docs/contract.md, 'Files written by score and clean'.
 
 Plots (matplotlib, Agg backend, written next to the HTML, which links them by relative path):
 

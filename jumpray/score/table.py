@@ -7,14 +7,14 @@ the final table with the decided columns (:data:`~jumpray.score.rules.DECISION_C
 temporary name, feeds the summary statistics, and renames it to ``labels.parquet``: a reader never
 sees a half-decided table, and memory stays bounded by the batch size and the rule's state.
 
-Columns (CONTRACT §3 plus the scorer's): ``key``, ``shard``, ``idx``, ``given_label``,
-``clean_label`` (when the shards carry it; null where unknown), ``predicted_label``,
-``label_score``, ``is_label_issue``, ``rank`` (1 = most suspicious issue; null = not an issue),
-``class_threshold`` (the decision's threshold for the sample's given label), ``prob_given``,
-``pred_prob``, ``margin``, ``bit_loss_mean``, ``bit_loss_var``, ``semantic_prob``, ``votes``
-(-1 without a scoring pass), ``train_clean_rate`` (the training history's clean-flag rate; NaN
-without one, :mod:`jumpray.score.sources`), ``top_labels`` / ``top_probs`` (fixed-size lists of k = min(``score.top_k``, C): the most
-probable classes, most probable first).
+Columns (docs/contract.md, 'Files written by score and clean'): ``key``, ``shard``, ``idx``,
+``given_label``, ``clean_label`` (when the shards carry it; null where unknown),
+``predicted_label``, ``label_score``, ``is_label_issue``, ``rank`` (1 = most suspicious issue;
+null = not an issue), ``class_threshold`` (the decision's threshold for the sample's given label),
+``prob_given``, ``pred_prob``, ``margin``, ``bit_loss_mean``, ``bit_loss_var``, ``semantic_prob``,
+``votes`` (-1 without a scoring pass), ``train_clean_rate`` (the training history's clean-flag rate;
+NaN without one, :mod:`jumpray.score.sources`), ``top_labels`` / ``top_probs`` (fixed-size lists of
+k = min(``score.top_k``, C): the most probable classes, most probable first).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``fit()``: one distributed training run on Ray Train, from shard sources to OUT/ (DESIGN §3).
+"""``fit()``: one distributed training run on Ray Train, from shard sources to OUT/ (docs/architecture.md).
 
 The driver:
 
@@ -7,8 +7,8 @@ The driver:
 3. builds a ``TorchTrainer`` over :func:`~jumpray.train.worker.train_fn_per_worker` with
    ``ScalingConfig`` from ``scaling.*``, ``FailureConfig(max_failures)`` (restarts resume from the
    last checkpoint), ``CheckpointConfig(num_to_keep=2)``, a unique run name (a uuid, so V2 never
-   silently resumes an old run: ray-stack-notes gotcha 11) and :class:`UnequalSplit`, a
-   ``DataConfig`` with ``streaming_split(equal=False)`` (gotcha 9: the default drops samples);
+   silently resumes an old run) and :class:`UnequalSplit`, a
+   ``DataConfig`` with ``streaming_split(equal=False)`` (Ray's default split drops samples);
 4. prints one line per epoch and logs the metrics to MLflow from the driver
    (:mod:`jumpray.train.progress`);
 5. copies the final checkpoint to ``OUT/checkpoint/`` and writes ``OUT/train_summary.json``,

@@ -1,17 +1,18 @@
-"""``run_sweep``: a Ray Tune search over config keys, one real Ray Train run per trial (DESIGN §1.5).
+"""``run_sweep``: a Ray Tune search over config keys, one real Ray Train run per trial.
 
 1. The space: ``tune.search_space`` or the default J, K (from the data's C), tau, lr
    (:mod:`jumpray.tune.space`); the searcher by name and ASHA on ``epochs_done``
    (:mod:`jumpray.tune.search`); as many trials at once as leave Ray Data a CPU.
 2. The trainable: :func:`jumpray.tune.trial.run_trial` with no CPU of its own (its Ray Train
-   workers hold the CPUs: ``{"cpu": 0, "memory": 1}``, tune-storage-cluster-notes §1.3); a failed
-   trial is retried ``tune.max_failures`` times and resumes from its Ray Train checkpoint.
+   workers hold the CPUs: ``{"cpu": 0, "memory": 1}``, docs/architecture.md,
+   'Ray notes: Tune trial resources'); a failed trial is retried ``tune.max_failures`` times and
+   resumes from its Ray Train checkpoint.
 3. Tracking: one MLflow parent run for the sweep (the best config, the trials table and the PNGs
    land there), a child per trial (:class:`~jumpray.tune.tracking.SweepTracker`).
-4. Outputs in OUT (CONTRACT §4): ``best.yaml``, ``trials.csv``, ``tune_<key>.png`` and
-   ``tune_interaction.png``, ``tune_trials.json`` (the records), ``tune_run.json`` (what
-   ``--resume`` needs), ``ray_tune/sweep/`` (Tune's state), ``trials/<trial_id>/`` (each fit's
-   OUT).
+4. Outputs in OUT (docs/contract.md, 'Files written by tune'): ``best.yaml``, ``trials.csv``,
+   ``tune_<key>.png`` and ``tune_interaction.png``, ``tune_trials.json`` (the records),
+   ``tune_run.json`` (what ``--resume`` needs), ``ray_tune/sweep/`` (Tune's state),
+   ``trials/<trial_id>/`` (each fit's OUT).
 5. Ray's books: live actors, placement groups and object-store bytes are counted before and after
    (:mod:`jumpray.tune.ledger`); what stayed is reported and logged as a warning.
 

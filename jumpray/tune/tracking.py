@@ -9,9 +9,9 @@
   event, which the job turns into ``trials.csv`` and ``best.yaml``;
 - logs one progress line per result.
 
-Why not Ray's ``MLflowLoggerCallback`` (tune-storage-cluster-notes §2): Tune calls callbacks
-unguarded, so an MLflow outage would fail or stall the sweep; it logs every Tune field (pid, ...)
-as a metric and resets the global tracking URI. Here every call goes through
+Why not Ray's ``MLflowLoggerCallback`` (docs/architecture.md, 'Ray notes: MLflow from Tune'): Tune
+calls callbacks unguarded, so an MLflow outage would fail or stall the sweep; it logs every Tune
+field (pid, ...) as a metric and resets the global tracking URI. Here every call goes through
 :class:`~jumpray.tracking.MlflowTracker`, which warns instead of raising (unless
 ``tracking.strict``), and passes run ids explicitly (MLflow's fluent run is thread-local).
 

@@ -1,4 +1,5 @@
-"""The one-way import direction of DESIGN.md §4, checked on the source and in fresh interpreters."""
+"""The one-way import direction of docs/architecture.md, 'Layers', checked on the source and in
+fresh interpreters."""
 
 from __future__ import annotations
 
