@@ -36,8 +36,9 @@ from typing import Any
 from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
 from jumpray.files import write_json
-from jumpray.jobs.score import SUMMARY_FILE, score_and_report, summary_text
+from jumpray.jobs.score import summary_text
 from jumpray.log import echo, get_logger
+from jumpray.score.outputs import SUMMARY_FILE, score_and_report
 
 __all__ = ["add_arguments", "run", "run_clean", "CLEAN_SHARDS"]
 
