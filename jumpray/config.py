@@ -29,6 +29,10 @@ __all__ = [
     "parse_overrides",
     "apply_overrides",
     "config_to_flat_dict",
+    "load_yaml",
+    "merge_settings",
+    "SHIPPED_CONFIGS",
+    "FASHION_MNIST_CONFIG",
 ]
 
 
@@ -467,11 +471,12 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_settings(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``extra`` merged in, section by section (``extra`` wins)."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "search_space":
-            out[key] = _merge(out[key], value)
+            out[key] = merge_settings(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -505,6 +510,8 @@ def _allowed_keys(parent: str) -> list[str]:
 # The configs shipped with the package (``jumpray/configs`` links to the repository's configs/
 # and is installed as package data), so ``--config clothing1m`` works from any directory.
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+# The Fashion-MNIST settings of `jumpray local`, the demo and the bench, written only there.
+FASHION_MNIST_CONFIG = SHIPPED_CONFIGS / "fashion_mnist.yaml"
 
 
 def shipped_config_names() -> list[str]:
@@ -569,9 +576,9 @@ def load_config(
     """
     tree: dict[str, Any] = dict(base or {})
     if path is not None:
-        tree = _merge(tree, load_yaml(path))
+        tree = merge_settings(tree, load_yaml(path))
     extra = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
-    tree = _merge(tree, extra)
+    tree = merge_settings(tree, extra)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
