@@ -11,6 +11,7 @@ log still captures its noise.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ __all__ = [
     "run_session",
     "RunSession",
     "start_ray",
+    "resume_name",
     "read_inputs",
     "JobInputs",
     "tracking_lines",
@@ -81,6 +83,24 @@ def run_session(claim: Claim, *, verbose: bool = False) -> Iterator[RunSession]:
         finally:
             if _ray_up() and not ray_was_up:
                 sys.modules["ray"].shutdown()
+
+
+def resume_name(out: Path, *, required: bool) -> str | None:
+    """The Ray Train run name an earlier run recorded in OUT, to resume it (None when there is
+    none and it is not ``required``).
+
+    Raises:
+        ConfigError: ``required`` (``--resume``) and no earlier run wrote to OUT.
+    """
+    from jumpray.errors import ConfigError
+    from jumpray.train.launch import RUN_FILE
+
+    path = out / RUN_FILE
+    if not path.is_file():
+        if not required:
+            return None
+        raise ConfigError(f"--resume: {path} does not exist (no earlier run wrote to this --out)")
+    return str(json.loads(path.read_text())["run_name"])
 
 
 def start_ray(address: str | None) -> dict[str, float]:

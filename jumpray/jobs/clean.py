@@ -117,11 +117,10 @@ def run_clean(
 
 def _clean(cfg, session, shards, test_shards, write_shards, address, title):
     """Inside the run session: train, score, write, publish; returns (summary, tracker)."""
-    from jumpray.jobs._run import read_inputs, start_ray
+    from jumpray.jobs._run import read_inputs, resume_name, start_ray
 
     t_start = time.perf_counter()
     startup = start_ray(address or cfg.scaling.address)
-    from jumpray.jobs.train import _resume_name
     from jumpray.score.export import write_clean_shards
     from jumpray.score.pipeline import snapshots_from_refs
     from jumpray.tracking import build_tracker
@@ -147,7 +146,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
             test=test,
             out_dir=stage,
             work_dir=session.out,
-            run_name=_resume_name(session.out, required=False) if session.claim.resume else None,
+            run_name=resume_name(session.out, required=False) if session.claim.resume else None,
             tracker=tracker,
             startup=startup,
         )

@@ -22,13 +22,11 @@ run (re-running the command resumes it), ``--resume`` or ``--overwrite`` (jumpra
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import load_config
-from jumpray.errors import ConfigError
 from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "summary_text", "startup_lines"]
@@ -52,26 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def _resume_name(out: Path, *, required: bool) -> str | None:
-    """The Ray Train run name recorded in OUT (None when absent and not ``required``)."""
-    from jumpray.train.launch import RUN_FILE
-
-    path = out / RUN_FILE
-    if not path.is_file():
-        if not required:
-            return None
-        raise ConfigError(f"--resume: {path} does not exist (no earlier run wrote to this --out)")
-    return str(json.loads(path.read_text())["run_name"])
-
-
 def run(args: argparse.Namespace) -> int:
     """Read the shards, train, print a one-screen summary; returns 0."""
-    from jumpray.jobs._run import run_session
+    from jumpray.jobs._run import resume_name, run_session
     from jumpray.runs import claim_output
 
     cfg = load_config(args.config, args.overrides)
     if args.resume:
-        _resume_name(args.out, required=True)
+        resume_name(args.out, required=True)
     claim = claim_output(
         args.out,
         command="train",
@@ -92,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dict[str, Any], Any]:
     """Inside the run session: Ray, the shards, fit, publish; returns (summary, tracker)."""
-    from jumpray.jobs._run import read_inputs, start_ray
+    from jumpray.jobs._run import read_inputs, resume_name, start_ray
     from jumpray.tracking import build_tracker
 
     startup = start_ray(args.address or cfg.scaling.address)
@@ -111,7 +97,7 @@ def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dic
             test=test,
             out_dir=session.staging,
             work_dir=session.out,
-            run_name=_resume_name(session.out, required=False) if resume else None,
+            run_name=resume_name(session.out, required=False) if resume else None,
             tracker=tracker,
             startup=startup,
         )
