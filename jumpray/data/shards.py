@@ -3,10 +3,14 @@
 Two passes (DESIGN §5, CONTRACT §1), both defined without Ray in :mod:`jumpray.data.scan`:
 
 1. **Scan**: :func:`~jumpray.data.scan.scan_shard` as one Ray task per tar, combined by
-   :func:`~jumpray.data.scan.scan_folder`: headers, ``cls`` and ``json`` only, no image decoded;
-   every bad sample is found here, except images that do not decode.
+   :func:`~jumpray.data.scan.scan_folder`: tar headers, ``cls`` and ``json``, and the image
+   headers of a few samples per tar (the folder's image sizes), no pixel decoded; every bad
+   sample is found here, except images that do not decode.
 2. **Decode**: a Ray Data ``Datasource`` with one read task per tar running
    :func:`~jumpray.data.scan.read_shard_rows`; images that fail go to the quarantine too.
+
+So each tar is opened once by the scan and once per execution of the dataset (once in all when
+the rows are materialized).
 
 Under ``on_error=raise`` the first problem raises :class:`~jumpray.errors.DataError` naming
 shard, key and reason (a decode-time one surfaces when the dataset executes, as a Ray error that
@@ -30,11 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jumpray.data.decode import image_header, resolve_normalization
+from jumpray.data.decode import resolve_normalization
 from jumpray.data.quarantine import OnError, QuarantineLog, check_quarantine_fraction
-from jumpray.data.scan import FolderScan, ShardScan, first_image, read_shard_rows, scan_folder
-from jumpray.data.schema import IMAGE_SUFFIXES, KEY
-from jumpray.data.tario import TarSampleReader
+from jumpray.data.scan import FolderScan, ShardScan, read_shard_rows, scan_folder
+from jumpray.data.schema import KEY
 from jumpray.errors import DataError
 from jumpray.log import get_logger
 
@@ -236,9 +239,8 @@ def _ray_map(fn: Callable[[str], ShardScan], paths: Sequence[str]) -> list[Shard
     return ray.get([task.remote(p) for p in paths])
 
 
-# Sizes are read from image headers only (no pixel decoded): up to this many usable samples from
-# each of up to this many tars (spread over the folder).
-_SIZE_SAMPLES_PER_SHARD = 32
+# Sizes come from the image headers the scan read (no pixel decoded): those of the usable samples
+# (up to scan.HEADERS_PER_SHARD a tar) of up to this many tars, spread over the folder.
 _SIZE_SHARDS = 8
 # The largest side chosen from the data when the user sets none (ImageNet-style models use 224;
 # a bigger automatic choice would multiply memory and time without being asked for).
@@ -255,24 +257,22 @@ class _Probe:
 
 
 def _probe(scan: FolderScan) -> _Probe:
-    """Read the headers of usable samples spread over the folder (:data:`_SIZE_SHARDS` tars)."""
+    """The image headers the scan read, of usable samples in :data:`_SIZE_SHARDS` tars spread
+    over the folder (no tar is opened here)."""
     usable = [s for s in scan.shards if len(scan.drop.get(s.file, ())) < len(s.keys)]
     step = max(1, len(usable) // _SIZE_SHARDS)
     probe = _Probe([], 0, None)
     for shard in usable[::step][:_SIZE_SHARDS]:
         drop = set(scan.drop.get(shard.file, ()))
-        seen = 0
-        for s in TarSampleReader(shard.path, read_suffixes=IMAGE_SUFFIXES):
-            if s.ordinal in drop or not s.complete:
+        for ordinal, header in shard.image_headers.items():
+            if ordinal in drop:
                 continue
             probe.tried += 1
-            seen += 1
-            try:
-                probe.shapes.append(image_header(first_image(s.members) or b""))
-            except DataError as exc:
-                probe.first_error = probe.first_error or f"{shard.file}/{s.key}: {exc.reason}"
-            if seen >= _SIZE_SAMPLES_PER_SHARD:
-                break
+            if isinstance(header, str):
+                where = f"{shard.file}/{shard.keys[ordinal]}"
+                probe.first_error = probe.first_error or f"{where}: {header}"
+            else:
+                probe.shapes.append(header)
     return probe
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from jumpray.config import DataConfig
+from jumpray.data.convert import write_arrays, write_from_list
 from jumpray.data.decode import decode_image
 from jumpray.data.shards import read_shards
-from jumpray.data.sources import write_arrays, write_from_list
 from jumpray.errors import DataError
 
 pytestmark = pytest.mark.integration

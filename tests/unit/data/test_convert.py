@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from jumpray.data.convert import read_list_file, write_from_folder, write_from_list
 from jumpray.data.decode import decode_image
 from jumpray.data.schema import read_index
-from jumpray.data.sources import read_list_file, write_from_folder, write_from_list
 from jumpray.data.tario import TarSampleReader
 from jumpray.errors import ConfigError, DataError
 
@@ -149,8 +149,8 @@ def test_from_folder_classes_sorted_bad_image_quarantined_and_noise(tmp_path):
 
 
 def test_fashion_mnist_source_first_n_in_file_order(tmp_path, fashion_mnist_dir):
+    from jumpray.data.convert import write_fashion_mnist
     from jumpray.data.fashion_mnist import load_fashion_mnist
-    from jumpray.data.sources import write_fashion_mnist
 
     images, labels = load_fashion_mnist("test", limit=30)
     index = write_fashion_mnist(tmp_path / "fm", split="test", limit=30, noise="asym:0.9", seed=0)
