@@ -527,9 +527,14 @@ def read_shard_rows(
                 raise
             police.add(key=s.key, shard=shard, idx=idx, reason=exc.reason)
             continue
-        for name, value in zip(
-            cols, (s.key, idx, sample.given_label, sample.clean_label, image), strict=True
-        ):
+        row = {
+            KEY: s.key,
+            IDX: idx,
+            GIVEN_LABEL: sample.given_label,
+            CLEAN_LABEL: sample.clean_label,
+            IMAGE: image,
+        }
+        for name, value in row.items():
             cols[name].append(value)
         if len(cols[KEY]) >= batch_rows:
             yield _batch(cols, shard), police.rows
