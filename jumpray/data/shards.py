@@ -93,6 +93,18 @@ class ShardInfo:
     shard_issues: list[str]
     image_size_choice: str = ""
 
+    def carried_facts(self) -> dict[str, Any]:
+        """The facts a folder made from this one's samples keeps in its index.json: the
+        ``num_classes``, ``class_names``, ``mean``, ``std`` and ``noise`` arguments of
+        :meth:`jumpray.data.ShardWriter.close`."""
+        return {
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "mean": self.mean,
+            "std": self.std,
+            "noise": self.noise,
+        }
+
 
 @dataclass
 class ShardSource:

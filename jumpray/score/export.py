@@ -102,14 +102,7 @@ def write_clean_shards(
                 "relabel_min_prob": min_prob if relabel else None,
             }
         }
-        writer.close(
-            num_classes=info.num_classes,
-            class_names=info.class_names,
-            mean=info.mean,
-            std=info.std,
-            noise=info.noise,
-            extra=extra,
-        )
+        writer.close(**info.carried_facts(), extra=extra)
     log.info(
         "clean shards: kept %d of %d scored samples (%d relabelled) -> %s",
         kept,
