@@ -54,9 +54,9 @@ import torch  # noqa: E402
 
 from jumpray.config import RunConfig, load_config  # noqa: E402
 from jumpray.core import detection_metrics  # noqa: E402
+from jumpray.data.convert import apply_array_noise  # noqa: E402
 from jumpray.data.decode import PixelStats  # noqa: E402
 from jumpray.data.fashion_mnist import load_fashion_mnist  # noqa: E402
-from jumpray.data.sources import apply_noise  # noqa: E402
 
 NUM_CLASSES = 10
 N_TRAIN = 10_000
@@ -82,18 +82,9 @@ def pixel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def noisy_labels(images: np.ndarray, clean: np.ndarray, spec: str, *, seed: int = 0) -> np.ndarray:
-    """The given labels ``jumpray shards`` / :func:`jumpray.data.sources.write_arrays` draws."""
-    features = None
-    if spec.startswith("instance"):
-        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        features = (flat - flat.mean()) / max(float(flat.std()), 1e-6)
-    given, _ = apply_noise(
-        clean,
-        spec=spec,
-        num_classes=NUM_CLASSES,
-        seed=seed,
-        features=features,
-        asym_map="fashion_mnist",
+    """The given labels ``jumpray shards`` / :func:`jumpray.data.convert.write_arrays` draws."""
+    given, _ = apply_array_noise(
+        images, clean, spec=spec, num_classes=NUM_CLASSES, seed=seed, asym_map="fashion_mnist"
     )
     return given
 
