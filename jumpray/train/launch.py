@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ from jumpray.ray_utils import materialize_in_order
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue, plot_selection_curves
 from jumpray.train.snapshots import create_snapshot_store, store_name
+from jumpray.train.spec import SPEC_KEY, FaultInjection, WorkerSpec
 from jumpray.train.worker import (
     TRAIN_COLUMNS,
     RowCache,
@@ -68,7 +69,7 @@ from jumpray.train.worker import (
     train_fn_per_worker,
 )
 
-__all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "loop_config_for"]
+__all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "worker_spec_for"]
 
 log = get_logger(__name__)
 
@@ -170,10 +171,10 @@ def _worker_niceness() -> str:
     return os.environ.get(NICENESS_ENV, "0")
 
 
-def loop_config_for(
+def worker_spec_for(
     cfg: RunConfig, train: ShardSource, *, has_test: bool, store: Any = None, has_val: bool = False
-) -> dict[str, Any]:
-    """The ``train_loop_config`` a worker needs, from the config and the training source."""
+) -> WorkerSpec:
+    """The :class:`WorkerSpec` every worker gets, from the config and the training source."""
     info = train.info
     mean, std = resolve_normalization(
         cfg.data.mean,
@@ -183,23 +184,20 @@ def loop_config_for(
         index_std=info.std,
     )
     noise = info.noise or {}
-    return {
-        "config": cfg.model_dump(),
-        "num_classes": cfg.num_classes or info.num_classes,
-        "num_samples": info.num_samples,
-        "shards": str(info.folder),
-        "channels": info.channels,
-        "image_hw": list(info.image_hw),
-        "mean": list(mean),
-        "std": list(std),
-        "noise_rate": noise.get("realized_rate", noise.get("rate")),
-        "has_test": has_test,
-        "has_val": has_val,
-        "snapshot_store": store,
-        "fault": None,
-        "in_memory": False,
-        "submitted_at": None,
-    }
+    return WorkerSpec(
+        config=cfg,
+        num_classes=int(cfg.num_classes or info.num_classes),
+        num_samples=int(info.num_samples),
+        channels=int(info.channels),
+        image_hw=(int(info.image_hw[0]), int(info.image_hw[1])),
+        mean=tuple(mean),
+        std=tuple(std),
+        shards=str(info.folder),
+        noise_rate=noise.get("realized_rate", noise.get("rate")),
+        has_test=has_test,
+        has_val=has_val,
+        snapshot_store=store,
+    )
 
 
 def fit(
@@ -274,12 +272,15 @@ def fit(
     tracker.set_tags({"jumpray.run_name": run_name, "jumpray.shards": train.info.folder})
 
     start = time.perf_counter()  # fit wall: dataset caching + Ray Train, not the final copy
-    loop_config = loop_config_for(
+    spec = worker_spec_for(
         cfg, train, has_test=test is not None, store=store, has_val=val is not None
     )
-    loop_config["fault"] = fault_injection
     queue = make_queue()
-    loop_config["progress_queue"] = queue  # workers report a data/config error through it
+    spec = replace(
+        spec,
+        fault=FaultInjection(**fault_injection) if fault_injection else None,
+        progress_queue=queue,  # workers report a data/config error through it
+    )
     t_mat = time.perf_counter()
     prepared = {"train": _prepare(cfg, train)}
     if test is not None:
@@ -287,7 +288,7 @@ def fit(
     if val is not None:
         prepared["val"] = _prepare(cfg, val)
     datasets = {name: ds for name, (ds, _) in prepared.items()}
-    loop_config["in_memory"] = all(in_memory for _, in_memory in prepared.values())
+    spec = replace(spec, in_memory=all(in_memory for _, in_memory in prepared.values()))
     timings = dict(startup or {})
     timings["startup_materialize_s"] = timings.get("startup_materialize_s", 0.0) + (
         time.perf_counter() - t_mat
@@ -296,7 +297,7 @@ def fit(
         "training %s on %d samples (%d classes) with %d worker(s)%s; run %s",
         cfg.method.name,
         train.info.num_samples,
-        loop_config["num_classes"],
+        spec.num_classes,
         cfg.scaling.num_workers,
         " on GPU" if cfg.scaling.use_gpu else "",
         run_name,
@@ -305,15 +306,13 @@ def fit(
         queue, epochs=cfg.train.epochs, tracker=tracker, label=cfg.method.name
     ).start()
     try:
-        loop_config["submitted_at"] = time.time()
+        spec = replace(spec, submitted_at=time.time())
         if cfg.scaling.num_workers == 0:
             if callbacks:
                 raise ValueError("fit(callbacks=...) needs Ray Train: scaling.num_workers >= 1")
-            checkpoint = _fit_in_driver(cfg, loop_config, datasets, storage / run_name, progress)
+            checkpoint = _fit_in_driver(spec, datasets, storage / run_name, progress)
         else:
-            checkpoint = _fit_ray(
-                cfg, loop_config, datasets, storage, run_name, queue, progress, callbacks
-            )
+            checkpoint = _fit_ray(spec, datasets, storage, run_name, queue, progress, callbacks)
     except BaseException as exc:
         progress.stop()
         _close_queue(queue)
@@ -414,8 +413,7 @@ def _trainer_class() -> type:
 
 
 def _fit_ray(
-    cfg: RunConfig,
-    loop_config: dict[str, Any],
+    spec: WorkerSpec,
     datasets: dict[str, Any],
     storage: Path,
     run_name: str,
@@ -423,13 +421,14 @@ def _fit_ray(
     progress: DriverProgress,
     callbacks: Sequence[Any] = (),
 ) -> ray.train.Checkpoint:
+    cfg = spec.config
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker} | ({"GPU": sc.gpus_per_worker} if sc.use_gpu else {})
     # Read by TrainController when it starts (the driver's value is passed on to it).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     trainer = _trainer_class()(
         train_fn_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={SPEC_KEY: spec},
         scaling_config=ray.train.ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources
         ),
@@ -525,15 +524,11 @@ class _DriverContext:
 
 
 def _fit_in_driver(
-    cfg: RunConfig,
-    loop_config: dict[str, Any],
-    datasets: dict[str, Any],
-    folder: Path,
-    progress: DriverProgress,
+    spec: WorkerSpec, datasets: dict[str, Any], folder: Path, progress: DriverProgress
 ) -> ray.train.Checkpoint:
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = _DriverContext(cfg, datasets, folder, progress, in_memory=loop_config["in_memory"])
-    run_worker(loop_config, ctx)
+    ctx = _DriverContext(spec.config, datasets, folder, progress, in_memory=spec.in_memory)
+    run_worker(spec, ctx)
     if ctx.last is None:
         raise RuntimeError("the run finished without a checkpoint")
     return ray.train.Checkpoint.from_directory(str(ctx.last))
