@@ -38,7 +38,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,7 @@ from jumpray.train.snapshots import create_snapshot_store, store_name
 from jumpray.train.spec import SPEC_KEY, FaultInjection, WorkerSpec
 from jumpray.train.worker import (
     TRAIN_COLUMNS,
-    RowCache,
-    preload_rows,
+    DatasetBatches,
     run_worker,
     train_fn_per_worker,
 )
@@ -462,7 +461,7 @@ def _fit_ray(
     return result.checkpoint
 
 
-class _DriverContext:
+class _DriverContext(DatasetBatches):
     """:class:`~jumpray.train.worker.WorkerContext` for ``num_workers=0``: the driver trains."""
 
     rank = 0
@@ -477,38 +476,18 @@ class _DriverContext:
         *,
         in_memory: bool = False,
     ):
-        self.cfg, self.datasets, self.folder, self.progress = cfg, datasets, folder, progress
+        super().__init__(cfg, in_memory=in_memory)
+        self.datasets, self.folder, self.progress = datasets, folder, progress
         use_gpu = cfg.scaling.use_gpu and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.last: Path | None = None
         self.entered_at = time.time()
-        self.cache = RowCache(cfg, self._numpy_batches) if in_memory else None
 
     def prepare_model(self, net: nn.Module) -> nn.Module:
         return net.to(self.device)
 
-    def _numpy_batches(self, name: str) -> Iterable[dict] | None:
-        ds = self.datasets.get(name)
-        if ds is None:
-            return None
-        return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
-
-    def preload(self) -> float:
-        return preload_rows(self.cache)
-
-    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
-        if self.cache is not None:
-            return self.cache.batches(name, batch_size=batch_size, seed=seed)
-        ds = self.datasets.get(name)
-        if ds is None:
-            return None
-        buffer = self.cfg.data.shuffle_buffer if seed is not None else 0
-        return ds.iter_torch_batches(
-            batch_size=batch_size,
-            device="cpu",
-            local_shuffle_buffer_size=buffer or None,
-            local_shuffle_seed=seed if buffer else None,
-        )
+    def source(self, name: str) -> Any:
+        return self.datasets.get(name)
 
     def checkpoint(self) -> Any:
         return None

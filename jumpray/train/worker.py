@@ -48,10 +48,11 @@ process group, dataset split), ``startup_worker_s`` (this function to the model 
 resumed), ``startup_load_rows_s`` (the split read into memory), ``torch_threads``.
 
 ``run_worker`` also runs without Ray Train (``scaling.num_workers=0``): the launcher then passes a
-local context object with the same small interface. Each epoch is
-:func:`~jumpray.train.epoch.run_epoch`, the body the plain loop (:func:`~jumpray.train.local.run_local`)
-runs too; the worker adds the coverage, flag-health and label checks, start-up timing, the
-snapshot and the checkpoint around it.
+local context object with the same small interface.
+
+Each epoch is :func:`~jumpray.train.epoch.run_epoch`, the body the plain loop
+(:func:`~jumpray.train.local.run_local`) runs too; the worker adds the coverage, flag-health and
+label checks, the start-up timing, the snapshot and the checkpoint around it.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ __all__ = [
     "run_worker",
     "WorkerContext",
     "RowCache",
+    "DatasetBatches",
     "preload_rows",
     "TRAIN_COLUMNS",
 ]
@@ -173,7 +175,53 @@ class RowCache:
         return iter_batches(rows, batch_size=batch_size, seed=seed if self.shuffles(seed) else None)
 
 
-class RayTrainContext:
+class DatasetBatches:
+    """The data half of a :class:`WorkerContext`: passes over named Ray Datasets.
+
+    A subclass says where a named dataset is (:meth:`source`: a Ray Dataset, or this worker's
+    ``DataIterator``). Materialized runs keep the rows in a :class:`RowCache`; otherwise every
+    pass streams, shuffled locally (``data.shuffle_buffer``) from the epoch's seed.
+
+    Args:
+        cfg: the run config.
+        in_memory: every dataset was materialized: keep this process's rows in memory instead of
+            streaming them every epoch.
+    """
+
+    def __init__(self, cfg: RunConfig, *, in_memory: bool = False):
+        self.cfg = cfg
+        self.cache = RowCache(cfg, self._numpy_batches) if in_memory else None
+
+    def source(self, name: str) -> Any:
+        """The dataset (or iterator) called ``name``, or None."""
+        raise NotImplementedError
+
+    def _numpy_batches(self, name: str) -> Iterable[dict] | None:
+        source = self.source(name)
+        if source is None:
+            return None
+        return source.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+
+    def preload(self) -> float:
+        """Read the splits into memory (in-memory runs); returns the seconds it took."""
+        return preload_rows(self.cache)
+
+    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
+        if self.cache is not None:
+            return self.cache.batches(name, batch_size=batch_size, seed=seed)
+        source = self.source(name)
+        if source is None:
+            return None
+        buffer = self.cfg.data.shuffle_buffer if seed is not None else 0
+        return source.iter_torch_batches(
+            batch_size=batch_size,
+            device="cpu",  # uint8 images; to_batch moves them (4x fewer bytes than float)
+            local_shuffle_buffer_size=buffer or None,
+            local_shuffle_seed=seed if buffer else None,
+        )
+
+
+class RayTrainContext(DatasetBatches):
     """:class:`WorkerContext` inside a Ray Train worker.
 
     Args:
@@ -187,14 +235,13 @@ class RayTrainContext:
         import ray.train
         import ray.train.torch
 
+        super().__init__(cfg, in_memory=in_memory)
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.local_world_size = ctx.get_local_world_size()
         self.device = ray.train.torch.get_device()
-        self.cfg = cfg
         self.entered_at = entered_at
-        self.cache = RowCache(cfg, self._numpy_batches) if in_memory else None
 
     def prepare_model(self, net: nn.Module) -> nn.Module:
         import ray.train.torch
@@ -202,37 +249,13 @@ class RayTrainContext:
         # DDP only when world_size > 1; it also moves the net to this worker's device.
         return ray.train.torch.prepare_model(net)
 
-    def _shard(self, name: str) -> Any:
+    def source(self, name: str) -> Any:
         import ray.train
 
         try:
             return ray.train.get_dataset_shard(name)
         except KeyError:
             return None
-
-    def _numpy_batches(self, name: str) -> Iterable[dict] | None:
-        shard = self._shard(name)
-        if shard is None:
-            return None
-        return shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
-
-    def preload(self) -> float:
-        """Read the splits into memory (in-memory runs); returns the seconds it took."""
-        return preload_rows(self.cache)
-
-    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
-        if self.cache is not None:
-            return self.cache.batches(name, batch_size=batch_size, seed=seed)
-        shard = self._shard(name)
-        if shard is None:
-            return None
-        buffer = self.cfg.data.shuffle_buffer if seed is not None else 0
-        return shard.iter_torch_batches(
-            batch_size=batch_size,
-            device="cpu",  # uint8 images; to_batch moves them (4x fewer bytes than float)
-            local_shuffle_buffer_size=buffer or None,
-            local_shuffle_seed=seed if buffer else None,
-        )
 
     def checkpoint(self) -> Any:
         import ray.train
