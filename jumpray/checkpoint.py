@@ -4,13 +4,11 @@ A checkpoint folder holds ``state.pt`` with: the method state (networks, optimiz
 AMP scaler, all flag generations, the blend generator), the epoch just finished, RNG states, the
 resolved config, the given labels and the list of snapshot epochs; and ``meta.json`` (human
 readable: format, epoch, method, num_classes). Files are written under a temporary name and
-renamed, so a crash never leaves a half checkpoint (DESIGN §5).
+renamed, so a crash never leaves a half checkpoint (docs/architecture.md, 'Data safety').
 """
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import random
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from jumpray.errors import DataError
+from jumpray.files import atomic_path, write_json
 
 __all__ = [
     "FORMAT",
@@ -90,13 +89,10 @@ def save_checkpoint(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{STATE_FILE}.tmp-{os.getpid()}"
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, folder / STATE_FILE)
+    with atomic_path(folder / STATE_FILE) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
     info = {"format": FORMAT, "epoch": state.get("epoch")} | (meta or {})
-    tmp_meta = folder / f".meta.json.tmp-{os.getpid()}"
-    tmp_meta.write_text(json.dumps(info, indent=2, default=str))
-    os.replace(tmp_meta, folder / "meta.json")
+    write_json(folder / "meta.json", info)
     return folder
 
 

@@ -5,8 +5,8 @@ The schema is pydantic with unknown keys forbidden everywhere, so a typo such as
 problem (bad YAML key, wrong type, out-of-range value, invalid combination) and raises one
 :class:`~jumpray.errors.ConfigError` that lists them all, each with its dotted key.
 
-Every constant of the method is a config value (reference §4 lists the official defaults):
-K (``model.semantic_dim``), tau (``selection.tau``), T (``selection.temperature``), J
+Every constant of the method is a config value (docs/method.md, 'Settings', lists the official
+ones): K (``model.semantic_dim``), tau (``selection.tau``), T (``selection.temperature``), J
 (``jump.interval``), warm-up (``jump.warmup_epochs``), Beta alpha (``selection.beta_alpha``),
 blend on/off (``selection.blend``) and the clean rule (``selection.rule``).
 """
@@ -29,12 +29,11 @@ __all__ = [
     "parse_overrides",
     "apply_overrides",
     "config_to_flat_dict",
-    "METHOD_NAMES",
-    "SELECTION_RULES",
+    "load_yaml",
+    "merge_settings",
+    "SHIPPED_CONFIGS",
+    "FASHION_MNIST_CONFIG",
 ]
-
-METHOD_NAMES = ("jumpteaching", "ce", "coteaching", "jocor")
-SELECTION_RULES = ("reference", "guarded")
 
 
 class _Strict(BaseModel):
@@ -70,7 +69,7 @@ class JumpConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
-    """The clean rule and the semantic loss (reference §2.2-§2.4, §2.6)."""
+    """The clean rule and the semantic loss (docs/method.md, 'Clean rule')."""
 
     rule: Literal["reference", "guarded"] = "reference"
     tau: float = Field(1e-3, gt=0, description="variance threshold on the K per-bit losses")
@@ -132,7 +131,7 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Optimisation. Defaults are tuned for the small CPU demo; reference §4 has the paper's."""
+    """Optimisation, tuned for the small CPU demo (official: docs/method.md, 'Settings')."""
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(
@@ -209,7 +208,10 @@ class DataConfig(_Strict):
 
 
 class ScalingConfig(_Strict):
-    """Ray Train resources. On a 2-core box, leave one CPU for Ray Data (ray-stack-notes §3.1)."""
+    """Ray Train resources. On a 2-core box, leave one CPU for Ray Data.
+
+    Why: docs/architecture.md, 'Ray notes: CPU starvation'.
+    """
 
     num_workers: int = Field(
         1, ge=0, description="Ray Train workers; 0 = run in the driver process"
@@ -229,7 +231,7 @@ class ScalingConfig(_Strict):
 
 
 class SnapshotConfig(_Strict):
-    """Prior-model snapshots kept in the object store (DESIGN §3)."""
+    """Prior-model snapshots kept in the object store (docs/architecture.md, 'Distributed state')."""
 
     keep: int = Field(3, ge=1, description="R, the last R epochs' weights are kept (R >= J + 1)")
 
@@ -469,11 +471,12 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_settings(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``extra`` merged in, section by section (``extra`` wins)."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "search_space":
-            out[key] = _merge(out[key], value)
+            out[key] = merge_settings(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -507,6 +510,8 @@ def _allowed_keys(parent: str) -> list[str]:
 # The configs shipped with the package (``jumpray/configs`` links to the repository's configs/
 # and is installed as package data), so ``--config clothing1m`` works from any directory.
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+# The Fashion-MNIST settings of `jumpray local`, the demo and the bench, written only there.
+FASHION_MNIST_CONFIG = SHIPPED_CONFIGS / "fashion_mnist.yaml"
 
 
 def shipped_config_names() -> list[str]:
@@ -571,9 +576,9 @@ def load_config(
     """
     tree: dict[str, Any] = dict(base or {})
     if path is not None:
-        tree = _merge(tree, load_yaml(path))
+        tree = merge_settings(tree, load_yaml(path))
     extra = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
-    tree = _merge(tree, extra)
+    tree = merge_settings(tree, extra)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:

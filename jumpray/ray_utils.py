@@ -1,6 +1,6 @@
 """Starting or joining Ray the same way everywhere (an adapter; layer of ``data``/``models``).
 
-The rules come from ``spec/ray-stack-notes.md``: quiet environment variables set before Ray
+The rules are the Ray notes of docs/architecture.md: quiet environment variables set before Ray
 starts, ``ray.init()`` with no resource arguments when joining a cluster (``RAY_ADDRESS`` or
 ``--address``), and on a local machine the dashboard on (Train V2 cleanup needs the State API)
 with a bounded object store.
@@ -59,7 +59,8 @@ def init_ray(
         return ray.cluster_resources()
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        # Joining a cluster: resources are the cluster's (ray-stack-notes §3.7).
+        # Joining a cluster: resources are the cluster's (docs/architecture.md,
+        # 'Ray notes: joining a cluster').
         ray.init(address=address, log_to_driver=not for_tests)
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
     else:
@@ -98,7 +99,7 @@ def torch_threads(
     3. while Ray Data still reads and decodes during training (``data_in_memory`` False: the
        dataset streams), ``fallback``, the thread count Ray gives for the CPUs the process
        reserved (``OMP_NUM_THREADS``): the other cores belong to the read tasks, and a reader
-       starved of CPU hangs the run (ray-stack-notes §3.1);
+       starved of CPU hangs the run (docs/architecture.md, 'Ray notes: CPU starvation');
     4. once the rows sit in the object store (materialized: nothing reads any more), the node's
        CPUs divided by the processes that share them, at least 1, at most the cores this process
        may run on.
@@ -134,8 +135,9 @@ def materialize_in_order(ds: Any) -> Any:
     Ray Data materializes blocks in the order their tasks finish, which depends on the machine's
     speed: a small last shard read on a fast box lands first. The rows of a materialized dataset
     are the order a worker trains in with ``data.shuffle_buffer: 0``, so an unordered
-    materialization made ``data.preserve_order`` runs differ from machine to machine. The order
-    costs nothing here: every block is kept until the end anyway.
+    materialization made ``data.preserve_order`` runs differ from machine to machine
+    (docs/architecture.md, 'Ray notes: materialize order'). The order costs nothing here: every
+    block is kept until the end anyway.
 
     Args:
         ds: a Ray Dataset.

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jumpray.errors import UsageError
+from jumpray.files import replace_tree, write_json
 from jumpray.log import get_logger
 
 __all__ = [
@@ -402,7 +403,7 @@ class RunFolder:
             if self.claim.replace:
                 self._remove_stale(set(staged))
             for name in [n for n in staged if n != head] + [n for n in staged if n == head]:
-                _replace(self.staging / name, self.out / name)
+                replace_tree(self.staging / name, self.out / name)
             shutil.rmtree(self.staging, ignore_errors=True)
             self._mark("done")
         if held:
@@ -449,9 +450,7 @@ class RunFolder:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         path = self.out / MARKER
-        tmp = path.with_name(f".{MARKER}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(body, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_json(path, body, indent=1)
 
 
 def _remove(path: Path) -> None:
@@ -459,15 +458,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _replace(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``; an existing ``dst`` folder is moved aside first, then removed."""
-    if dst.is_dir() and not dst.is_symlink():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

@@ -1,4 +1,4 @@
-"""Train + score + decide + write: ``jumpray clean`` (CONTRACT §2-§3).
+"""Train + score + decide + write: ``jumpray clean`` (docs/contract.md).
 
 Examples::
 

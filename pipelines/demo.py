@@ -1,4 +1,4 @@
-"""The whole clean job on Fashion-MNIST with injected noise, locally: ``jumpray demo`` (CONTRACT §2).
+"""The whole clean job on Fashion-MNIST with injected noise, locally: ``jumpray demo`` (docs/contract.md).
 
 Examples::
 

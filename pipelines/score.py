@@ -1,4 +1,4 @@
-"""Score every sample of a shard folder with a trained checkpoint: ``jumpray score`` (CONTRACT §2).
+"""Score every sample of a shard folder with a trained checkpoint: ``jumpray score`` (docs/contract.md).
 
 Examples::
 

@@ -1,4 +1,4 @@
-"""Convert a dataset to WebDataset shards: the same command as ``jumpray shards`` (CONTRACT §2).
+"""Convert a dataset to WebDataset shards: the same command as ``jumpray shards`` (docs/contract.md).
 
 Examples::
 

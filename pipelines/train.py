@@ -1,4 +1,4 @@
-"""Train on shards with Ray Train: the same command as ``jumpray train`` (CONTRACT §2).
+"""Train on shards with Ray Train: the same command as ``jumpray train`` (docs/contract.md).
 
 Examples::
 

@@ -1,5 +1,5 @@
 """A Ray Tune sweep of J, K, tau and lr, each trial a Ray Train run: the same command as
-``jumpray tune`` (CONTRACT §2, §4).
+``jumpray tune`` (docs/contract.md).
 
 Examples::
 

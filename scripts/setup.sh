@@ -14,7 +14,7 @@ if [ ! -x .venv/bin/python ] || [ "$stamp_want" != "$stamp_have" ]; then
   echo "[setup] creating .venv and installing pinned packages (first time: a few minutes)..." >&2
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>/dev/null || true
-  # torch 2.14.1 from the index (its CUDA build runs on CPU too); see DESIGN.md §6 for why not 2.13+cpu.
+  # torch 2.14.1 from the index (its CUDA build runs on CPU too); see docs/architecture.md ('Environment') for why not 2.13+cpu.
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[all]"
   echo "$stamp_want" > .venv/.jumpray-stamp
   echo "[setup] environment ready" >&2
@@ -30,6 +30,6 @@ if [ ! -f "$FMNIST_DEBIAN/train-images-idx3-ubyte.gz" ] && [ ! -f "$FMNIST_CACHE
     echo "[setup] Fashion-MNIST not found; jumpray will download it to $FMNIST_CACHE on first use" >&2
   fi
 fi
-# Quiet, predictable Ray on small machines (spec/ray-stack-notes.md §5).
+# Quiet, predictable Ray on small machines (docs/architecture.md, 'Ray notes: quiet environment').
 export RAY_USAGE_STATS_ENABLED=0 RAY_DATA_DISABLE_PROGRESS_BARS="${RAY_DATA_DISABLE_PROGRESS_BARS:-1}" \
   RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS=0 RAY_DEDUP_LOGS=1 RAY_AIR_NEW_OUTPUT=0

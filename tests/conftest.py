@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Quiet, predictable Ray for throwaway local clusters (spec/ray-stack-notes.md §3.4, §5).
+# Quiet, predictable Ray for throwaway local clusters: docs/architecture.md, 'Ray notes: quiet
+# environment' and 'Ray notes: token auth'.
 for _k, _v in {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
@@ -39,7 +40,8 @@ def _seed_everything():
 def ray_cluster(tmp_path_factory):
     """One local 2-CPU Ray for the whole session (about 5 s once instead of per test).
 
-    The dashboard is on: Train V2 cleanup needs the State API (ray-stack-notes §3.2).
+    The dashboard is on: Train V2 cleanup needs the State API (docs/architecture.md,
+    'Ray notes: dashboard for Train V2').
     """
     import ray
 

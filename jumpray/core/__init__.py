@@ -1,11 +1,13 @@
 """jumpray.core: the pure Jump-teaching method (torch + numpy only; no Ray, MLflow or I/O).
 
-- codebook: Hadamard codewords of the semantic head (reference §3.3)
-- losses: per-bit BCE, scaled CE, the warm-up and selection-phase losses (§2.2-§2.4)
-- selection: the clean rules and the weak/strong view blend (§2.3-§2.6)
-- flags: the per-sample flag table with J generations, the "jump" (§2.5, §10)
+The method is described in docs/method.md.
+
+- codebook: Hadamard codewords of the semantic head
+- losses: per-bit BCE, scaled CE, the warm-up and selection-phase losses
+- selection: the clean rules and the weak/strong view blend
+- flags: the per-sample flag table with J generations, the "jump"
 - history: per-sample clean-flag counts and running probabilities from the training forward
-- noise: seeded synthetic label noise (§5)
+- noise: seeded synthetic label noise
 - metrics: accuracy, selection and detection precision/recall
 - baselines: Co-teaching and JoCoR maths
 """

@@ -1,4 +1,4 @@
-"""Hadamard codebook of the semantic head (reference §3.3; DESIGN §2).
+"""Hadamard codebook of the semantic head (docs/method.md, 'Semantic codes').
 
 Class c gets a fixed ±1 codeword of K bits: row c of the K x K Sylvester-Hadamard matrix H when
 C <= K, or a row of [H; -H] when K < C <= 2K (then classes j and j + K are antipodal). Distinct
@@ -50,8 +50,8 @@ def min_num_bits(num_classes: int) -> int:
     """The smallest K (a power of two, >= 2) that can encode ``num_classes`` (C <= 2K).
 
     With this K and C > K some classes share an axis with opposite signs (antipodal codes, which
-    the reference variance rule cannot tell apart, §2.6 (c)); the next power of two >= C
-    avoids that.
+    the reference variance rule cannot tell apart: docs/method.md, 'Clean rule'); the next power
+    of two >= C avoids that.
 
     Args:
         num_classes: C >= 1.
@@ -65,7 +65,7 @@ def min_num_bits(num_classes: int) -> int:
 
 
 def make_codebook(num_classes: int, num_bits: int) -> Tensor:
-    """Assign each class its ±1 codeword (reference §3.3).
+    """Assign each class its ±1 codeword (docs/method.md, 'Semantic codes').
 
     Args:
         num_classes: C.
@@ -102,7 +102,9 @@ def make_codebook(num_classes: int, num_bits: int) -> Tensor:
 
 
 def decode_codes(codes: Tensor, codebook: Tensor) -> Tensor:
-    """Nearest codeword in Hamming distance: ``argmax_c sign(h) . code_c`` (reference §2.7).
+    """Nearest codeword in Hamming distance: ``argmax_c sign(h) . code_c``.
+
+    The semantic head's prediction (docs/method.md, 'Evaluation').
 
     Args:
         codes: (B, K) semantic-head outputs in (-1, 1).

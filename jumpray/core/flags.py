@@ -1,4 +1,4 @@
-"""Per-sample clean flags with J generations: the "jump" (reference §2.5, §10; DESIGN §2-§3).
+"""Per-sample clean flags with J generations: the "jump" (docs/method.md, 'Jump').
 
 Every sample i has a visit counter v_i (visits so far). At visit v the gate is the flag written
 at visit v - J, kept in ring-buffer slot v % J; before that slot was ever written the gate is

@@ -1,4 +1,4 @@
-"""The two training losses of Jump-teaching (reference §2.2-§2.4, §10).
+"""The two training losses of Jump-teaching (docs/method.md, 'Training losses').
 
 The semantic head outputs h in (-1, 1)^K; the per-bit loss against the class codeword c in {±1}^K
 is BCE((h+1)/2, (c+1)/2) = -log((1 + c*h)/2), after clamping h to [-1+clamp, 1-clamp] so the loss
@@ -24,7 +24,9 @@ __all__ = [
 
 
 def bit_losses(codes: Tensor, target_codes: Tensor, *, clamp: float = 1e-4) -> Tensor:
-    """Per-bit BCE between the semantic output and the target codeword (reference §2.2).
+    """Per-bit BCE between the semantic output and the target codeword.
+
+    See docs/method.md, 'Bit losses'.
 
     Computed in the closed form ``-log1p((c*h - 1) / 2)``, which equals the BCE for ±1 targets,
     keeps its digits near h = c (the loss there is tiny, e.g. 5e-4 at c*h = 0.999) and, unlike
@@ -55,7 +57,8 @@ def semantic_loss(bit_loss: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean bit loss over the selected rows and all bits.
 
     Written as a masked sum over a clamped count so that it needs no host sync and, when the mask
-    selects nothing, returns 0.0 that still belongs to the autograd graph (DDP, reference §10).
+    selects nothing, returns 0.0 that still belongs to the autograd graph (so every DDP rank can
+    call backward).
 
     Args:
         bit_loss: (B, K) per-bit losses.
@@ -78,7 +81,7 @@ def scaled_cross_entropy(
     temperature: float,
     reduction: Literal["mean", "none"] = "mean",
 ) -> Tensor:
-    """Cross-entropy of ``logits / T`` against the given labels (reference §2.2, T = 2).
+    """Cross-entropy of ``logits / T`` against the given labels (the official code's T is 2).
 
     Args:
         logits: (B, C) raw classifier outputs.
@@ -110,12 +113,12 @@ def jump_loss(
     clamp: float = 1e-4,
     bit_loss: Tensor | None = None,
 ) -> Tensor:
-    """Selection-phase loss (reference §2.4 step 4).
+    """Selection-phase loss (docs/method.md, 'Training losses').
 
     ``(CE(logits[S] / T) + BCE_mean(h[S])) * |S| / B``, i.e. the sum over the selected samples S of
     (CE_i + mean_k bit_loss_ik), divided by the batch size B. Under DDP gradient averaging this is
-    the global "sum over selected / global batch" (reference §10). Computed as a masked sum, so
-    with |S| = 0 it is a zero that still has a grad graph: every rank can call backward.
+    the global "sum over selected / global batch". Computed as a masked sum, so with |S| = 0 it
+    is a zero that still has a grad graph: every rank can call backward.
 
     Args:
         logits: (B, C) raw classifier outputs.
@@ -148,7 +151,9 @@ def warmup_loss(
     *,
     temperature: float,
 ) -> Tensor:
-    """Warm-up loss on every sample: CE(logits / T) + mean bit loss (reference §2.3).
+    """Warm-up loss on every sample: CE(logits / T) + mean bit loss.
+
+    See docs/method.md, 'Training losses'.
 
     Args:
         logits: (B, C) raw classifier outputs.

@@ -1,4 +1,6 @@
-"""Seeded synthetic label noise (reference §5; CONTRACT §2 for the ``sym`` convention).
+"""Seeded synthetic label noise (docs/contract.md, 'Noise specs').
+
+How it differs from the official code: docs/method.md, 'Synthetic noise'.
 
 Spec strings: ``sym:0.4``, ``pairflip:0.45``, ``asym:0.4``, ``instance:0.4`` or ``none``.
 
@@ -37,7 +39,7 @@ __all__ = [
 
 NOISE_SPEC_FORMS = "none, sym:RATE, pairflip:RATE, asym:RATE, instance:RATE (RATE in [0, 1))"
 
-# CIFAR-10 class-dependent flips of the reference (§5): truck->automobile, bird->airplane,
+# CIFAR-10 class-dependent flips of the official code: truck->automobile, bird->airplane,
 # cat<->dog, deer->horse.
 _CIFAR10_MAP = {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
 # Fashion-MNIST look-alike classes: T-shirt/top(0)<->Shirt(6), Pullover(2)<->Coat(4),
@@ -164,7 +166,7 @@ def _resolve_asym_map(asym_map: str | Mapping[int, int] | None, num_classes: int
                 "asym noise on 10 classes needs a class map: pass asym_map="
                 f"{' or '.join(repr(k) for k in ASYM_MAPS)} or a dict {{from: to}}"
             )
-        # The reference's CIFAR-100 'asym' is next-class pairflip (§5).
+        # The official code's CIFAR-100 'asym' is next-class pairflip.
         return {c: (c + 1) % num_classes for c in range(num_classes)}
     if isinstance(asym_map, str):
         if asym_map not in ASYM_MAPS:

@@ -1,11 +1,12 @@
-"""The clean rule and the selection-phase input blend (reference §2.3-§2.6).
+"""The clean rule and the selection-phase input blend (docs/method.md, 'Clean rule').
 
 A sample counts as clean when the classifier agrees with its given label, OR when its K per-bit
 losses have (unbiased) variance below tau. Because each bit loss depends only on c_k * h_k, the
 variance is ~0 exactly when h is parallel to the label's codeword, whatever the sign and scale:
 an all-zero head (mean ln 2 = 0.693) and an antipodal output (mean ~7.6) pass the reference rule
-too (reference §2.6). The "guarded" rule also asks the mean bit loss to be below a bound, which
-rejects those two while the true code (mean ~0) and 0.5 * code (mean log(4/3) = 0.288) still pass.
+too (docs/method.md, 'Clean rule'). The "guarded" rule also asks the mean bit loss to be below a
+bound, which rejects those two while the true code (mean ~0) and 0.5 * code (mean
+log(4/3) = 0.288) still pass.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def bit_loss_stats(bit_loss: Tensor) -> tuple[Tensor, Tensor]:
 def _reference_rule(
     agree: Tensor, mean: Tensor, var: Tensor, *, tau: float, max_mean_bit_loss: float
 ) -> Tensor:
-    """Official rule: agree OR var < tau (reference §2.4 step 5). ``max_mean_bit_loss`` unused."""
+    """Official rule: agree OR var < tau. ``max_mean_bit_loss`` unused (docs/method.md)."""
     del mean, max_mean_bit_loss
     return agree | (var < tau)
 
@@ -127,7 +128,9 @@ def draw_blend_lambda(generator: torch.Generator, alpha: float) -> float:
 
 
 def blend_views(weak: Tensor, strong: Tensor, lam: float) -> Tensor:
-    """Blend two views of the same images: ``lam * weak + (1 - lam) * strong`` (reference §2.4).
+    """Blend two views of the same images: ``lam * weak + (1 - lam) * strong``.
+
+    See docs/method.md, 'Input blend'.
 
     Args:
         weak: (B, ...) weak-augmentation view.

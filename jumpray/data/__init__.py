@@ -1,4 +1,4 @@
-"""The data layer: shards in and out, streamed by Ray Data, safe (DESIGN §5, CONTRACT §1-§2).
+"""The data layer: shards in and out, streamed by Ray Data, safe (docs/contract.md, docs/architecture.md).
 
 Public names are re-exported lazily: ``import jumpray.data`` imports neither Ray, webdataset nor
 PIL; each name loads its module on first use.

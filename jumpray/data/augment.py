@@ -1,4 +1,4 @@
-"""Weak, strong and test views as batched torch ops (reference §4.1), per-sample random.
+"""Weak, strong and test views as batched torch ops (docs/method.md, 'Augmentation'), per-sample random.
 
 One set of functions serves Ray Data ``map_batches`` (numpy in, numpy out: :func:`augment_batch`)
 and a training loop on CPU or GPU (torch in, torch out: :class:`Augmenter`). Every random choice is

@@ -1,7 +1,7 @@
 """Image decoding to uint8 (C, H, W) arrays, pixel statistics and the normalisation choice.
 
 Only image bytes go through here, and only through PIL's image decoders (no pickle, no eval).
-Sizing follows the large-image recipe of reference §4.1 (resize the shorter side, then crop to a
+Sizing follows the official recipe, docs/method.md (resize the shorter side, then crop to a
 square); JPEGs are decoded at a reduced DCT scale when that is still at least the target size,
 which makes decoding big web images several times faster without visible loss.
 """

@@ -1,7 +1,7 @@
 """Fashion-MNIST, the demo dataset: find the idx files, download them if asked, parse them.
 
 Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017) is 60,000 training and 10,000 test 28x28 grey
-images in 10 classes, stored in the MNIST idx format (DESIGN §6, CONTRACT ``shards fashion-mnist``).
+images in 10 classes, stored in the MNIST idx format (docs/contract.md, 'Command list').
 The files are looked for, in order, in ``$JUMPRAY_FASHION_MNIST_DIR``, Debian's
 ``dataset-fashion-mnist`` folder and the cache folder; then, if allowed, downloaded from
 Zalando's mirror into the cache with a checksum check. NumPy and the standard library only.

@@ -77,7 +77,7 @@ def iter_plain(
     """Yield batches of decoded (and, with ``augmenter``, augmented) rows, in shard order.
 
     Args:
-        shard_dir: a shard folder (CONTRACT §1).
+        shard_dir: a shard folder (docs/contract.md).
         batch_size: rows per batch (the last one may be smaller).
         augmenter: adds ``weak`` and ``strong`` float32 (B, C, S, S) numpy columns.
         generator: the augmenter's random source.

@@ -1,4 +1,4 @@
-"""The quarantine table: every sample that could not be used, with the reason (DESIGN §5).
+"""The quarantine table: every sample that could not be used, with the reason (docs/architecture.md).
 
 Under ``data.on_error=skip`` each dropped sample becomes one row ``(key, shard, idx, reason)``;
 under ``raise`` the first one becomes a :class:`~jumpray.errors.DataError` instead. Both go through

@@ -1,4 +1,4 @@
-"""The shard folder contract (CONTRACT §1) and the row schema of the data layer.
+"""The shard folder contract (docs/contract.md, 'Shard folder') and the row schema of the data layer.
 
 A shard folder holds WebDataset tars ``<prefix>-NNNNNN.tar`` and an ``index.json``. A sample is the
 run of consecutive tar members sharing a ``__key__`` (the member name up to its first dot); its
@@ -120,7 +120,7 @@ class ShardEntry:
 
 @dataclass
 class ShardIndex:
-    """The content of ``index.json`` (CONTRACT §1, plus optional fields this writer adds).
+    """The content of ``index.json`` (docs/contract.md, plus optional fields this writer adds).
 
     Attributes:
         num_samples: samples in the folder; idx values are 0..num_samples-1.

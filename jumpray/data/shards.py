@@ -1,6 +1,6 @@
 """``read_shards``: a shard folder as a Ray Dataset (the only Ray Data reader of the project).
 
-Two passes (DESIGN §5, CONTRACT §1), both defined without Ray in :mod:`jumpray.data.scan`:
+Two passes (docs/architecture.md, 'Data safety'), both defined without Ray in :mod:`jumpray.data.scan`:
 
 1. **Scan**: :func:`~jumpray.data.scan.scan_shard` as one Ray task per tar, combined by
    :func:`~jumpray.data.scan.scan_folder`: headers, ``cls`` and ``json`` only, no image decoded;
@@ -426,7 +426,7 @@ def read_shards(
     dataset streams and the log says why).
 
     Args:
-        folder: the shard folder (CONTRACT §1; a folder of tars without index.json works too).
+        folder: the shard folder (docs/contract.md; a folder of tars without index.json works too).
         config: the ``data`` section of the run config.
         num_classes: C; None = index.json's (or assumed, see :attr:`ShardInfo.assumptions`).
         batch_rows: rows per block produced by a read task.

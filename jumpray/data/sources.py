@@ -1,4 +1,4 @@
-"""Converters from users' raw formats to shard folders (CONTRACT §1-§2; reference §5, §6).
+"""Converters from users' raw formats to shard folders (docs/contract.md).
 
 - :func:`write_arrays`: numpy images + labels (each image encoded as PNG).
 - :func:`write_fashion_mnist`: the Fashion-MNIST idx files (a split, optionally the first N).
@@ -385,7 +385,7 @@ def write_from_list(
     seed: int = 0,
     **writer_options: Any,
 ) -> ShardIndex:
-    """Shards from a ``relpath label`` list (Clothing1M / WebVision format, reference §6).
+    """Shards from a ``relpath label`` list (Clothing1M / WebVision format, docs/contract.md).
 
     Args:
         list_file: lines ``relative/path.jpg LABEL``.

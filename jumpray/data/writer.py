@@ -1,4 +1,4 @@
-"""Writing a shard folder (CONTRACT §1): tars with count and size limits, index.json, atomically.
+"""Writing a shard folder (docs/contract.md): tars with count and size limits, index.json, atomically.
 
 Everything goes to a hidden temporary folder beside ``out`` (each tar itself under a ``.partial``
 name until closed); only a complete folder is renamed to ``out``, so an interrupted run never

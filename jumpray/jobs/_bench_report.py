@@ -1,16 +1,17 @@
 """The bench's tables: ratios per noise setting, the issue's goals, ``bench.md`` and the PNG.
 
-Pure functions over the rows of ``bench.json`` (CONTRACT §4), so they are tested on hand-made
+Pure functions over the rows of ``bench.json`` (docs/contract.md), so they are tested on hand-made
 rows. Every ratio is Jump-teaching's figure divided by the other method's, computed within one
 noise setting (the runs of one setting ran back to back, so machine drift touches them alike).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from jumpray.plots import pyplot, save_figure
 
 __all__ = [
     "JT",
@@ -18,7 +19,6 @@ __all__ = [
     "check_goals",
     "format_markdown",
     "plot_report",
-    "write_atomic",
     "GOALS",
     "DISTURBED_CORES",
 ]
@@ -35,7 +35,7 @@ LABELS = {
     "cleanlab": "cleanlab",
 }
 
-# name -> what the issue asks (seed abstract's promise, issue #7).
+# name -> what the issue asks (the paper's claims, issue #7).
 GOALS: dict[str, str] = {
     "throughput_vs_two_network": "JT training throughput >= 1.8x Co-teaching's and JoCoR's",
     "throughput_vs_ce": "JT training throughput >= 0.9x plain CE's",
@@ -248,11 +248,7 @@ _DEFINITIONS = [
 
 def plot_report(report: dict[str, Any], path: Path) -> None:
     """A 2x2 PNG: accuracy and F1 per method per noise; JT throughput and memory ratios."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     by_noise = _by_noise(report["rows"])
     noises = list(by_noise)
     methods = [m for m in LABELS if any(m in v for v in by_noise.values())]
@@ -280,10 +276,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         f"jumpray bench, {report['profile']} profile, {report['device']}, {report['date']}"
     )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=100)
 
 
 def _bars(ax, noises: list[str], series: list[str], value) -> None:
@@ -294,10 +287,3 @@ def _bars(ax, noises: list[str], series: list[str], value) -> None:
         ax.bar(xs, [y if y is not None else 0.0 for y in ys], width, label=LABELS[name])
     ax.set_xticks(range(len(noises)), noises)
     ax.legend(fontsize=8)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -11,17 +11,28 @@ log still captures its noise.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jumpray.log import alias_path, capture_to, console_is_tty, get_logger
 from jumpray.runs import Claim, RunFolder
 
-__all__ = ["run_session", "RunSession", "tracking_lines", "shown"]
+__all__ = [
+    "run_session",
+    "RunSession",
+    "start_ray",
+    "resume_name",
+    "read_inputs",
+    "JobInputs",
+    "tracking_lines",
+    "shown",
+]
 
 log = get_logger(__name__)
 
@@ -72,6 +83,99 @@ def run_session(claim: Claim, *, verbose: bool = False) -> Iterator[RunSession]:
         finally:
             if _ray_up() and not ray_was_up:
                 sys.modules["ray"].shutdown()
+
+
+def resume_name(out: Path, *, required: bool) -> str | None:
+    """The Ray Train run name an earlier run recorded in OUT, to resume it (None when there is
+    none and it is not ``required``).
+
+    Raises:
+        ConfigError: ``required`` (``--resume``) and no earlier run wrote to OUT.
+    """
+    from jumpray.errors import ConfigError
+    from jumpray.train.launch import RUN_FILE
+
+    path = out / RUN_FILE
+    if not path.is_file():
+        if not required:
+            return None
+        raise ConfigError(f"--resume: {path} does not exist (no earlier run wrote to this --out)")
+    return str(json.loads(path.read_text())["run_name"])
+
+
+def start_ray(address: str | None) -> dict[str, float]:
+    """Start or join Ray, first thing in a run command: Ray Data reads its quiet settings from
+    the environment when it is imported, which must come after. Returns the start-up part
+    ``{"startup_ray_init_s": seconds}``."""
+    from jumpray.ray_utils import init_ray
+
+    t0 = time.perf_counter()
+    init_ray(address=address)
+    return {"startup_ray_init_s": time.perf_counter() - t0}
+
+
+@dataclass
+class JobInputs:
+    """The shards a run command reads (:func:`read_inputs`).
+
+    Attributes:
+        train: the shards to train on or score.
+        test: the held-out test shards, or None.
+        startup: ``{"startup_scan_s": seconds}``, the scan of both.
+    """
+
+    train: Any
+    test: Any = None
+    startup: dict[str, float] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """End both readers' quarantine sinks (nothing of the run stays in the Ray session)."""
+        for source in (self.train, self.test):
+            if source is not None:
+                source.close()
+
+
+def read_inputs(
+    cfg: Any,
+    shards: str | Path,
+    test_shards: str | Path | None,
+    *,
+    num_classes: int | None = None,
+    image_size: int | None = None,
+) -> JobInputs:
+    """Scan the training (or scored) shards and the test shards the way every run command does.
+
+    Nothing is materialized here: training caches only the tensor columns it needs, and the
+    clean job decides for itself. The test shards take the classes of the training shards and
+    the image size the model works at (the smaller side of the training images unless set).
+
+    Args:
+        cfg: the run config (``data.*``).
+        shards, test_shards: the folders (``test_shards`` may be None).
+        num_classes: C when known (config or checkpoint); None = from the shards.
+        image_size: the size the model works at, when fixed by a checkpoint.
+    """
+    from jumpray.data.shards import read_shards
+
+    t0 = time.perf_counter()
+    train = read_shards(
+        shards, cfg.data, num_classes=num_classes, image_size=image_size, materialize=False
+    )
+    inputs = JobInputs(train)
+    try:
+        if test_shards is not None:
+            inputs.test = read_shards(
+                test_shards,
+                cfg.data,
+                num_classes=num_classes or train.info.num_classes,
+                image_size=image_size or min(train.info.image_hw),
+                materialize=False,
+            )
+    except BaseException:
+        inputs.close()
+        raise
+    inputs.startup = {"startup_scan_s": time.perf_counter() - t0}
+    return inputs
 
 
 def tracking_lines(tracker: Any, *, kept_in: str) -> list[str]:

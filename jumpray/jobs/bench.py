@@ -4,9 +4,9 @@ For every noise setting of the profile, each method trains on the same Fashion-M
 with the same backbone, epochs, batch size, learning rate and seed, one after another (settings
 interleaved, so machine drift touches every method alike). Each run is a fresh process
 (:mod:`jumpray.jobs._bench_worker`), which makes the CPU peak-memory figures comparable. Writes
-``bench.json`` (CONTRACT §4), ``bench.md`` and ``bench.png`` (:mod:`jumpray.jobs._bench_report`).
+``bench.json`` (docs/contract.md), ``bench.md`` and ``bench.png`` (:mod:`jumpray.jobs._bench_report`).
 
-The issue's yardstick is the seed abstract's promise (reference §7.1): about 2.5x the training
+The yardstick is the paper's claim (docs/method.md, 'Reported results'): about 2.5x the training
 speed and half the peak memory of two-network methods, at better accuracy.
 
 Examples::
@@ -35,13 +35,13 @@ import torch
 
 from jumpray.config import RunConfig, load_config
 from jumpray.errors import ConfigError, JumprayError
+from jumpray.files import write_text
 from jumpray.jobs._bench_report import (
     DISTURBED_CORES,
     check_goals,
     compute_ratios,
     format_markdown,
     plot_report,
-    write_atomic,
 )
 from jumpray.jobs.local import LOCAL_DEFAULTS, noisy_fashion_mnist
 from jumpray.log import get_logger
@@ -382,8 +382,8 @@ def _finish(report: dict[str, Any], out: Path, t0: float, *, plot: bool) -> None
     report["ratios"] = compute_ratios(report["rows"])
     report["goals"] = check_goals(report["rows"], report["ratios"])
     report["total_wall_s"] = time.perf_counter() - t0
-    write_atomic(out / "bench.json", json.dumps(report, indent=2))
-    write_atomic(out / "bench.md", format_markdown(report))
+    write_text(out / "bench.json", json.dumps(report, indent=2))
+    write_text(out / "bench.md", format_markdown(report))
     if plot:
         plot_report(report, out / "bench.png")
 

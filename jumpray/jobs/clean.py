@@ -1,4 +1,4 @@
-"""``jumpray clean``: train, score with the last R snapshots, decide, write (CONTRACT §2-§3).
+"""``jumpray clean``: train, score with the last R snapshots, decide, write (docs/contract.md).
 
 Examples::
 
@@ -35,8 +35,10 @@ from typing import Any
 
 from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
-from jumpray.jobs.score import SUMMARY_FILE, _write_json, score_and_report, summary_text
+from jumpray.files import write_json
+from jumpray.jobs.score import summary_text
 from jumpray.log import echo, get_logger
+from jumpray.score.outputs import SUMMARY_FILE, score_and_report
 
 __all__ = ["add_arguments", "run", "run_clean", "CLEAN_SHARDS"]
 
@@ -115,13 +117,10 @@ def run_clean(
 
 def _clean(cfg, session, shards, test_shards, write_shards, address, title):
     """Inside the run session: train, score, write, publish; returns (summary, tracker)."""
-    from jumpray.ray_utils import init_ray
+    from jumpray.jobs._run import read_inputs, resume_name, start_ray
 
     t_start = time.perf_counter()
-    init_ray(address=address or cfg.scaling.address)
-    startup = {"startup_ray_init_s": time.perf_counter() - t_start}
-    from jumpray.data.shards import read_shards
-    from jumpray.jobs.train import _resume_name
+    startup = start_ray(address or cfg.scaling.address)
     from jumpray.score.export import write_clean_shards
     from jumpray.score.pipeline import snapshots_from_refs
     from jumpray.tracking import build_tracker
@@ -129,29 +128,15 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
 
     stage = session.staging
     t0 = time.perf_counter()
-    source = read_shards(shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
-    test = None
-    if test_shards is not None:
-        test = read_shards(
-            test_shards,
-            cfg.data,
-            num_classes=cfg.num_classes or source.info.num_classes,
-            image_size=min(source.info.image_hw),  # the size the model is trained at
-            materialize=False,
-        )
-    startup["startup_scan_s"] = time.perf_counter() - t0
+    inputs = read_inputs(cfg, shards, test_shards, num_classes=cfg.num_classes)
+    source, test = inputs.train, inputs.test
+    startup |= inputs.startup
     # Decoded once, all columns: training and scoring both read these rows (no second decode).
     t1 = time.perf_counter()
     if cfg.data.materialize:
         source.materialize()
     startup["startup_materialize_s"] = time.perf_counter() - t1
-    tracker = build_tracker(
-        enabled=cfg.tracking.enabled,
-        uri=cfg.tracking.uri,
-        experiment=cfg.tracking.experiment,
-        run_name=cfg.tracking.run_name or f"clean-{Path(shards).name}",
-        strict=cfg.tracking.strict,
-    )
+    tracker = build_tracker(cfg.tracking, default_name=f"clean-{Path(shards).name}")
     tracker.set_tags({"jumpray.job": "clean"})
     result = None
     try:
@@ -161,7 +146,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
             test=test,
             out_dir=stage,
             work_dir=session.out,
-            run_name=_resume_name(session.out, required=False) if session.claim.resume else None,
+            run_name=resume_name(session.out, required=False) if session.claim.resume else None,
             tracker=tracker,
             startup=startup,
         )
@@ -202,7 +187,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
         summary["mlflow_tracking_uri"] = tracker.uri
         summary["log_file"] = str(session.log_path) if session.log_path else None
         summary = session.final(summary)
-        _write_json(stage / SUMMARY_FILE, summary)
+        write_json(stage / SUMMARY_FILE, summary)
         _track(tracker, summary, stage)
         session.publish(head=SUMMARY_FILE)
     except BaseException as exc:
@@ -211,9 +196,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
     finally:  # the snapshot store and the quarantine sinks end with the job
         if result is not None:
             result.release()
-        for s in (source, test):
-            if s is not None:
-                s.close()
+        inputs.close()
     tracker.end()
     return summary, tracker
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jumpray.cli import add_config_arguments
-from jumpray.config import load_config
+from jumpray.config import FASHION_MNIST_CONFIG, load_config, load_yaml, merge_settings
 from jumpray.jobs._run import shown, tracking_lines
 from jumpray.log import echo, get_logger
 
@@ -29,13 +29,16 @@ __all__ = ["add_arguments", "run", "DEMO_DEFAULTS", "prepare_shards"]
 
 log = get_logger(__name__)
 
-DEMO_DEFAULTS: dict[str, Any] = {
-    "train": {"epochs": 8},
-    "snapshots": {"keep": 3},
-    "score": {"num_snapshots": 3, "num_actors": 2, "cpus_per_actor": 0.5},
-    "clean": {"gallery_size": 36},
-    "tracking": {"experiment": "jumpray-demo", "run_name": "demo"},
-}
+# The Fashion-MNIST settings (configs/fashion_mnist.yaml), plus what only the demo sets.
+DEMO_DEFAULTS: dict[str, Any] = merge_settings(
+    load_yaml(FASHION_MNIST_CONFIG),
+    {
+        "snapshots": {"keep": 3},
+        "score": {"num_snapshots": 3, "num_actors": 2, "cpus_per_actor": 0.5},
+        "clean": {"gallery_size": 36},
+        "tracking": {"experiment": "jumpray-demo", "run_name": "demo"},
+    },
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""``jumpray score``: every sample of a shard folder scored by a trained run's snapshots (CONTRACT §2-§3).
+"""``jumpray score``: every sample of a shard folder scored by a trained run's snapshots (docs/contract.md).
 
 Examples::
 
@@ -17,30 +17,24 @@ published at the end; with ``--test-shards`` the summary also has the newest sna
 ``test_accuracy``. ``summary.json`` lists ``warnings`` when the model looks useless
 (:mod:`jumpray.score.sanity`); they are printed and shown at the top of the report too.
 
-:func:`score_and_report` is the part the clean job shares.
+The scoring and the files are :func:`jumpray.score.outputs.score_and_report`, which the clean
+job shares.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
-from jumpray.errors import DataError
 from jumpray.log import echo, get_logger
+from jumpray.score.outputs import SUMMARY_FILE, score_and_report
 
-__all__ = ["add_arguments", "run", "score_and_report", "summary_text", "SUMMARY_FILE"]
+__all__ = ["add_arguments", "run", "summary_text"]
 
 log = get_logger(__name__)
-
-SUMMARY_FILE = "summary.json"
-LABELS_FILE = "labels.parquet"
-QUARANTINE_FILE = "quarantine.parquet"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,151 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_overwrite_argument(parser)
     add_config_arguments(parser)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_quarantine(source, path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    table = source.quarantine()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return int(table.num_rows)
-
-
-def score_and_report(
-    cfg: RunConfig,
-    *,
-    source,
-    snaps,
-    out: Path,
-    extra: dict[str, Any] | None = None,
-    title: str = "jumpray score report",
-) -> dict[str, Any]:
-    """Score ``source`` with ``snaps``; write labels.parquet, quarantine.parquet, summary.json and
-    report.html into ``out``; return the summary.
-
-    Args:
-        cfg: the run config.
-        source: a :class:`jumpray.data.ShardSource`.
-        snaps: a :class:`jumpray.score.pipeline.SnapshotSet`.
-        out: OUT (created).
-        extra: more summary fields (test accuracy, timings), merged before writing.
-        title: the report's title.
-    """
-    from jumpray.score.export import gallery_side, read_gallery_images
-    from jumpray.score.pipeline import score_shards
-    from jumpray.score.report import write_report
-    from jumpray.score.sanity import model_warnings
-    from jumpray.score.summary import LabelStats
-
-    out.mkdir(parents=True, exist_ok=True)
-    info = source.info
-    num_classes = int(snaps.model_args["num_classes"])
-    if info.num_classes > num_classes:
-        raise DataError(
-            f"{info.folder} has {info.num_classes} classes but the checkpoint's network has "
-            f"{num_classes}",
-            fix="score shards of the same label space as the training data",
-        )
-    stats = LabelStats(
-        num_classes, gallery_size=cfg.clean.gallery_size, confident_prob=cfg.score.confident_prob
-    )
-    run = score_shards(source, snaps, cfg, labels_path=out / LABELS_FILE, stats=stats)
-    num_quarantined = _write_quarantine(source, out / QUARANTINE_FILE)
-    label_stats = stats.result()
-    summary: dict[str, Any] = {
-        "shards": str(info.folder),
-        "num_rows_in": info.rows_in,
-        **label_stats,
-        "num_quarantined": num_quarantined,
-        "num_classes": num_classes,
-        "class_names": info.class_names,
-        "image_size": list(info.image_hw),
-        "image_size_choice": info.image_size_choice,
-        **_decision_summary(cfg, snaps, run.decision),
-        "scoring_wall_s": round(run.wall_s, 3),
-        "scoring_samples_per_s": round(run.samples_per_s, 1),
-        "decision_wall_s": round(run.decide_s, 3),
-        # The fixed part of scoring_wall_s: actor start, weight fetch, first block.
-        "scoring_first_block_s": round(run.first_block_s, 3),
-        "score_resources": {
-            "num_actors": cfg.score.num_actors,
-            "cpus_per_actor": cfg.score.cpus_per_actor,
-            "gpus_per_actor": cfg.score.gpus_per_actor,
-            "batch_size": cfg.score.batch_size,
-        },
-    }
-    summary |= extra or {}
-    summary["warnings"] = model_warnings(
-        summary,
-        stats.histograms(),
-        num_classes=num_classes,
-        threshold=cfg.score.threshold,
-        # The confident predictions, before a confident-learning joint replaced the summary's.
-        support=label_stats["noise_matrix_support"],
-    )
-    for warning in summary["warnings"]:
-        log.warning("caution: %s", warning)
-    _write_json(out / SUMMARY_FILE, summary)
-    t_report = time.perf_counter()
-    rows = stats.gallery()
-    side = gallery_side(min(info.image_hw))
-    images = read_gallery_images(info.folder, rows, side=side) if rows else []
-    write_report(
-        out,
-        summary=summary,
-        histograms=stats.histograms(),
-        history=snaps.history,
-        gallery_rows=rows,
-        gallery_images=images,
-        config=cfg.model_dump(),
-        title=title,
-    )
-    summary["report_s"] = round(time.perf_counter() - t_report, 3)
-    _write_json(out / SUMMARY_FILE, summary)
-    return summary
-
-
-# The rule's estimates that go to the top level of summary.json (the rest stays in "decision").
-_TOP_LEVEL = (
-    "estimated_noise_matrix",
-    "estimated_noise_rate_by_class",
-    "estimated_joint_noise_rate",
-)
-
-
-def _decision_summary(cfg: RunConfig, snaps, decision: dict[str, Any]) -> dict[str, Any]:
-    """summary.json's ``decision`` entry (name, parameters, snapshots, per-class thresholds) and
-    the rule's estimates; a confident-learning noise matrix replaces the confident-sample one."""
-    decision = dict(decision)
-    top = {k: decision.pop(k) for k in _TOP_LEVEL if k in decision}
-    if "estimated_noise_matrix" in top:
-        top["noise_matrix_method"] = "confident_learning"
-        # Rows = true class: the samples confidently of each class.
-        top["noise_matrix_support"] = [
-            sum(col) for col in zip(*decision["confident_joint"], strict=True)
-        ]
-    else:
-        top["noise_matrix_method"] = "confident_samples"
-    return top | {
-        "decision": {
-            **decision,
-            "formula": cfg.score.formula,
-            "combine": cfg.score.combine,
-            "threshold": cfg.score.threshold,
-            "top_k": cfg.score.top_k,
-            "num_snapshots": len(snaps.epochs),
-            "snapshot_epochs": snaps.epochs,
-            "confident_prob": cfg.score.confident_prob,
-        }
-    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,38 +86,27 @@ def run(args: argparse.Namespace) -> int:
 
 def _score(cfg: RunConfig, args: argparse.Namespace, session) -> dict[str, Any]:
     """Inside the run session: Ray, the snapshots, scoring, publish; returns the summary."""
-    from jumpray.ray_utils import init_ray
+    from jumpray.jobs._run import read_inputs, start_ray
 
-    init_ray(address=args.address or cfg.scaling.address)
-    from jumpray.data.shards import read_shards
+    start_ray(args.address or cfg.scaling.address)
     from jumpray.score.pipeline import evaluate_accuracy, snapshots_from_checkpoint
 
     snaps = snapshots_from_checkpoint(args.checkpoint, cfg.score.num_snapshots)
     num_classes = int(snaps.model_args["num_classes"])
     # The size the model was trained at, whatever sizes these shards hold.
     size = cfg.data.image_size or min(int(v) for v in snaps.data["image_hw"])
-    source = read_shards(
-        args.shards, cfg.data, num_classes=num_classes, image_size=size, materialize=False
+    inputs = read_inputs(
+        cfg, args.shards, args.test_shards, num_classes=num_classes, image_size=size
     )
     extra: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
-    test = None
     try:
-        if args.test_shards is not None:
-            test = read_shards(
-                args.test_shards,
-                cfg.data,
-                num_classes=num_classes,
-                image_size=size,
-                materialize=False,
-            )
-            extra["test_accuracy"] = evaluate_accuracy(test, snaps, cfg)
+        if inputs.test is not None:
+            extra["test_accuracy"] = evaluate_accuracy(inputs.test, snaps, cfg)
         summary = score_and_report(
-            cfg, source=source, snaps=snaps, out=session.staging, extra=extra
+            cfg, source=inputs.train, snaps=snaps, out=session.staging, extra=extra
         )
     finally:  # the quarantine sinks end with the job
-        for s in (source, test):
-            if s is not None:
-                s.close()
+        inputs.close()
     session.publish(head=SUMMARY_FILE)
     return session.final(summary)
 

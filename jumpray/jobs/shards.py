@@ -1,10 +1,10 @@
-"""``jumpray shards``: convert a dataset to WebDataset shards (CONTRACT §2).
+"""``jumpray shards``: convert a dataset to WebDataset shards (docs/contract.md).
 
 Examples::
 
     jumpray shards fashion-mnist --out shards/fm-train --noise sym:0.4 --seed 1
     jumpray shards fashion-mnist --out shards/fm-test --split test
-    # Clothing1M (reference §6): the noisy train set, in key-list order, with the clean labels
+    # Clothing1M (docs/contract.md): the noisy train set, in key-list order, with the clean labels
     jumpray shards from-list C1M/label/noisy_label_kv.txt --root C1M --out shards/c1m-train \\
         --key-list C1M/label/noisy_train_key_list.txt --clean-list C1M/label/clean_label_kv.txt \\
         --num-classes 14

@@ -1,4 +1,4 @@
-"""``jumpray train``: Jump-teaching (or a baseline) on shards with Ray Train (CONTRACT §2).
+"""``jumpray train``: Jump-teaching (or a baseline) on shards with Ray Train (docs/contract.md).
 
 Examples::
 
@@ -22,14 +22,11 @@ run (re-running the command resumes it), ``--resume`` or ``--overwrite`` (jumpra
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import load_config
-from jumpray.errors import ConfigError
 from jumpray.log import echo, get_logger
 
 __all__ = ["add_arguments", "run", "summary_text", "startup_lines"]
@@ -53,26 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def _resume_name(out: Path, *, required: bool) -> str | None:
-    """The Ray Train run name recorded in OUT (None when absent and not ``required``)."""
-    from jumpray.train.launch import RUN_FILE
-
-    path = out / RUN_FILE
-    if not path.is_file():
-        if not required:
-            return None
-        raise ConfigError(f"--resume: {path} does not exist (no earlier run wrote to this --out)")
-    return str(json.loads(path.read_text())["run_name"])
-
-
 def run(args: argparse.Namespace) -> int:
     """Read the shards, train, print a one-screen summary; returns 0."""
-    from jumpray.jobs._run import run_session
+    from jumpray.jobs._run import resume_name, run_session
     from jumpray.runs import claim_output
 
     cfg = load_config(args.config, args.overrides)
     if args.resume:
-        _resume_name(args.out, required=True)
+        resume_name(args.out, required=True)
     claim = claim_output(
         args.out,
         command="train",
@@ -93,36 +78,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dict[str, Any], Any]:
     """Inside the run session: Ray, the shards, fit, publish; returns (summary, tracker)."""
-    from jumpray.ray_utils import init_ray
+    from jumpray.jobs._run import read_inputs, resume_name, start_ray
     from jumpray.tracking import build_tracker
 
-    # Before Ray Data is imported: its quiet settings are read from the environment on import.
-    t0 = time.perf_counter()
-    init_ray(address=args.address or cfg.scaling.address)
-    startup = {"startup_ray_init_s": time.perf_counter() - t0}
-    from jumpray.data.shards import read_shards
+    startup = start_ray(args.address or cfg.scaling.address)
     from jumpray.train.launch import SUMMARY_FILE, fit
 
     # fit() caches only the tensor columns (data.materialize), so the reader does not.
-    t0 = time.perf_counter()
-    train = read_shards(args.shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
-    test = None
-    if args.test_shards is not None:
-        test = read_shards(
-            args.test_shards,
-            cfg.data,
-            num_classes=cfg.num_classes or train.info.num_classes,
-            image_size=min(train.info.image_hw),  # the size the model is trained at
-            materialize=False,
-        )
-    startup["startup_scan_s"] = time.perf_counter() - t0
-    tracker = build_tracker(
-        enabled=cfg.tracking.enabled,
-        uri=cfg.tracking.uri,
-        experiment=cfg.tracking.experiment,
-        run_name=cfg.tracking.run_name or f"train-{Path(args.shards).name}",
-        strict=cfg.tracking.strict,
-    )
+    inputs = read_inputs(cfg, args.shards, args.test_shards, num_classes=cfg.num_classes)
+    train, test = inputs.train, inputs.test
+    startup |= inputs.startup
+    tracker = build_tracker(cfg.tracking, default_name=f"train-{Path(args.shards).name}")
     tracker.set_tags({"jumpray.job": "train"})
     try:
         result = fit(
@@ -131,7 +97,7 @@ def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dic
             test=test,
             out_dir=session.staging,
             work_dir=session.out,
-            run_name=_resume_name(session.out, required=False) if resume else None,
+            run_name=resume_name(session.out, required=False) if resume else None,
             tracker=tracker,
             startup=startup,
         )
@@ -142,9 +108,7 @@ def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dic
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:  # nothing of this run stays in the Ray session (a caller may run more jobs)
-        for source in (train, test):
-            if source is not None:
-                source.close()
+        inputs.close()
     tracker.end()
     return session.final(result.summary), tracker
 

@@ -19,7 +19,7 @@ Examples::
 Trials are ranked by ``tune.metric`` (default ``val_accuracy``: accuracy on the given labels of a
 seeded, stratified held-out split of the noisy shards, so no clean label is needed); with
 ``--test-shards`` and clean labels every trial also reports test accuracy and detection F1.
-Writes OUT/best.yaml, OUT/trials.csv and PNGs of the metric against J, K and both (CONTRACT §4);
+Writes OUT/best.yaml, OUT/trials.csv and PNGs of the metric against J, K and both (docs/contract.md);
 MLflow gets one parent run and a child run per trial.
 """
 

@@ -1,6 +1,6 @@
 """jumpray.models: two-head networks (backbone + classifier + semantic code head), by registry.
 
-Torch and torchvision only. See reference §3 for the architecture.
+Torch and torchvision only. See docs/method.md, 'Network', for the architecture.
 """
 
 from jumpray.models.backbones import (

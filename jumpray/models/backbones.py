@@ -1,7 +1,7 @@
 """Feature extractors by short name: image batch (B, in_ch, H, W) -> pooled features (B, D).
 
-Reference §3.2 lists the official backbones: PreAct ResNet-18 (3x3 stem) for CIFAR and ResNet-50
-for Clothing1M / Food. ``cnn28`` is this project's small network for the CPU demo on
+docs/method.md, 'Backbones', lists the official backbones: PreAct ResNet-18 (3x3 stem) for CIFAR
+and ResNet-50 for Clothing1M / Food. ``cnn28`` is this project's small network for the CPU demo on
 Fashion-MNIST (28x28); it is not in the paper. Every builder is registered with
 :func:`register_backbone` and returns ``(module, D)``; :func:`build_backbone` is the only entry
 point the rest of the package uses.

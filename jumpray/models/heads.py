@@ -1,4 +1,4 @@
-"""The two heads that read the shared backbone feature (reference §3.1).
+"""The two heads that read the shared backbone feature (docs/method.md, 'Network').
 
 - :class:`ClassifierHead`: Linear(D, C), the class logits.
 - :class:`SemanticHead`: the CSQ-style code MLP, Linear(D, h) -> ReLU -> Dropout ->

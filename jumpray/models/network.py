@@ -1,8 +1,9 @@
-"""The Jump-teaching network: one backbone, a classifier head and a semantic head (reference §3.1).
+"""The Jump-teaching network: one backbone, a classifier head and a semantic head.
 
 Both heads read the same pooled feature with no stop-gradient, so both losses train the backbone.
 With ``num_bits=0`` the semantic head is left out entirely: the single-head baselines (CE,
-Co-teaching, JoCoR) then pay for neither its parameters nor its compute.
+Co-teaching, JoCoR) then pay for neither its parameters nor its compute. The design is in
+docs/method.md, 'Network'.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Confident learning: per-class thresholds, the confident joint, and the label issues it implies.
 
 Implemented from the paper (Northcutt, Jiang, Chuang, "Confident Learning: Estimating Uncertainty
-in Dataset Labels", JAIR 70, 2021, sections 3.1-3.2), numpy only: no Ray, no files (style R2).
+in Dataset Labels", JAIR 70, 2021, sections 3.1-3.2), numpy only: no Ray, no files
+(docs/architecture.md, 'Pure core, thin adapters').
 Vocabulary: N samples, C classes, ``given_label`` (the possibly wrong label, the paper's noisy
 label y~), ``pred_probs`` (N, C) out-of-sample predicted probabilities.
 

@@ -1,6 +1,6 @@
 """Pure decisions from per-snapshot scores: label_score, is_label_issue, relabel, noise matrix.
 
-No Ray, no files: numpy in, numpy out (DESIGN §1.3-§1.4, style R2). The scorer
+No Ray, no files: numpy in, numpy out (docs/architecture.md, 'Pure core, thin adapters'). The scorer
 (:mod:`jumpray.score.scorer`) hands over, per sample and per prior snapshot r = 1..R, the raw scores
 ``prob_given``, ``semantic_prob``, ``bit_loss_mean``, ``bit_loss_var`` and ``clean`` (the training
 clean rule). A :class:`Decision` turns them into one number per sample:
@@ -24,32 +24,11 @@ clean rule). A :class:`Decision` turns them into one number per sample:
 3. ``is_label_issue = label_score < threshold``.
 
 The default, ``prob`` + ``mean`` over the last R = 3 snapshots + threshold 0.1, was chosen by
-measurement (``benchmarks/score_decisions.py``): Fashion-MNIST, first 10,000 training images,
-noise seed 0, ``jumpray clean`` with ``configs/fashion_mnist.yaml`` (cnn28, 8 epochs, lr 0.05,
-CPU; test accuracy 0.741 after sym:0.4, 0.573 after pairflip:0.45), snapshots of epochs 5-7.
-Precision / recall / F1 of ``is_label_issue`` against ``given != clean``, R = 3:
-
-==========  =======  ======================  ======================  ===============  =======
-formula     combine  sym:0.4, thr. 0.5       pairflip:0.45, 0.5      best threshold   mean F1
-==========  =======  ======================  ======================  ===============  =======
-prob        mean     0.698 / 0.976 / 0.814   0.600 / 0.818 / 0.693   **0.1**          **0.780**
-prob        vote     0.701 / 0.976 / 0.816   0.602 / 0.819 / 0.694   0.05             0.762
-margin      mean     0.713 / 0.970 / 0.822   0.609 / 0.813 / 0.696   0.3              0.767
-semantic    mean     0.683 / 0.967 / 0.801   0.550 / 0.808 / 0.655   0.05             0.733
-bitloss     mean     0.752 / 0.897 / 0.818   0.619 / 0.779 / 0.690   0.5              0.754
-rule        mean     0.716 / 0.970 / 0.824   0.609 / 0.812 / 0.696   0.05             0.766
-blend       mean     0.683 / 0.971 / 0.802   0.556 / 0.810 / 0.659   0.05             0.776
-==========  =======  ======================  ======================  ===============  =======
-
-At the default (prob, mean, 0.1): sym:0.4 0.785 / 0.928 / 0.850, pairflip:0.45 0.646 / 0.785 /
-0.709. A second pair of runs (lr 0.02, weaker models: test accuracy 0.706 and 0.402) ranked the
-same decision first (mean F1 0.731; blend at 0.05: 0.717, margin: 0.711, rule: 0.707). R = 1, 2
-or 3 changed the F1 by at most 0.006 here (cosine decay leaves the last epochs' weights close).
-Why not the semantic head: its posterior and bit losses separate less well than the classifier's
-probability at every threshold tried (0.05-0.6), and blending it in did not help. This module's
-single threshold is the ``threshold`` decision of :mod:`jumpray.score.rules`; the per-class
-thresholds of confident learning (``score.decision=confident``, :mod:`jumpray.score.confident`)
-run as passes over the written label table (:mod:`jumpray.score.table`), not over the images.
+measurement (``benchmarks/score_decisions.py``; the table is in benchmarks/README.md,
+'Score formula and combiner'). This module's single threshold is the ``threshold`` decision of
+:mod:`jumpray.score.rules`; the per-class thresholds of confident learning
+(``score.decision=confident``, :mod:`jumpray.score.confident`) run as passes over the written
+label table (:mod:`jumpray.score.table`), not over the images.
 
 The relabel rule (:func:`relabel_decision`) keeps unflagged samples as they are; a flagged sample
 is kept with the predicted label only when relabelling is on, the model's mean probability of that

@@ -1,11 +1,12 @@
 """After scoring: the cleaned shard folder and the gallery's images, read back from the tars.
 
-:func:`write_clean_shards` copies the kept samples of a shard folder into a new one (CONTRACT §1,
-§3 ``clean-shards/``), tar by tar: each source tar's decisions are read from ``labels.parquet``
-(a filtered read: one tar's rows at a time, never the whole table), its samples are streamed, and
-each kept sample's encoded image bytes are written unchanged, with the decided label
-(:func:`jumpray.score.decide.relabel_decision`). Quarantined samples are left out. The new folder
-gets dense idx values 0..M-1; the original shard and key are kept in each sample's ``source``.
+:func:`write_clean_shards` copies the kept samples of a shard folder into a new one
+(docs/contract.md, ``clean-shards/``), tar by tar: each source tar's decisions are read from
+``labels.parquet`` (a filtered read: one tar's rows at a time, never the whole table), its samples
+are streamed, and each kept sample's encoded image bytes are written unchanged, with the decided
+label (:func:`jumpray.score.decide.relabel_decision`). Quarantined samples are left out. The new
+folder gets dense idx values 0..M-1; the original shard and key are kept in each sample's
+``source``.
 
 :func:`read_gallery_images` decodes just the few samples the report shows, at preview size.
 """

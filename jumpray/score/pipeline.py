@@ -1,11 +1,12 @@
 """Ray Data scoring: an actor pool of :class:`~jumpray.score.scorer.Scorer` over a shard folder.
 
-The adapter between the pure scorer and Ray (ray-stack-notes §2(d), §3 gotchas 1 and 12):
+The adapter between the pure scorer and Ray (its Ray notes are in docs/architecture.md):
 
 - the weights of the R prior snapshots travel by object-store reference: from the training run's
   snapshot store actor (``TrainResult.snapshots``; the actor owns them) or ``ray.put`` from a
   checkpoint (:func:`snapshots_from_checkpoint`). :class:`ScoreActor` ``ray.get``s them once, in
-  its constructor (Ray does not dereference refs passed in ``fn_constructor_kwargs``);
+  its constructor (Ray does not dereference refs passed in ``fn_constructor_kwargs``:
+  docs/architecture.md, 'Ray notes: object refs in actor constructors');
 - ``map_batches(ScoreActor, compute=ActorPoolStrategy(size=score.num_actors),
   num_cpus=score.cpus_per_actor, num_gpus=score.gpus_per_actor, batch_size=score.batch_size)``;
   the actors return the label columns only (the image is dropped inside the actor);
@@ -20,7 +21,8 @@ The adapter between the pure scorer and Ray (ray-stack-notes §2(d), §3 gotchas
   order blocks finish, not idx order.
 
 On a 2-core machine the actors must leave one CPU to Ray Data's read tasks, else the read never
-runs and the job hangs (gotcha 1): :func:`check_resources` refuses such settings with the fix.
+runs and the job hangs (docs/architecture.md, 'Ray notes: CPU starvation'):
+:func:`check_resources` refuses such settings with the fix.
 """
 
 from __future__ import annotations
@@ -451,7 +453,7 @@ def score_shards(
 def evaluate_accuracy(source: ShardSource, snaps: SnapshotSet, cfg: RunConfig) -> float:
     """Accuracy of the newest snapshot's classifier on (clean) test shards, by the actor pool.
 
-    Test shards' ``given_label`` is taken as the truth (CONTRACT: test sets are clean).
+    Test shards' ``given_label`` is taken as the truth (docs/contract.md: test shards are clean).
     """
     last = SnapshotSet(
         epochs=snaps.epochs[-1:],

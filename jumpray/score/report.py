@@ -1,4 +1,7 @@
-"""The clean report: PNG plots and one self-contained ``report.html`` beside them (CONTRACT §3).
+"""The clean report: PNG plots (drawn by :mod:`jumpray.plots`) and one self-contained
+``report.html`` beside them.
+
+The files are listed in docs/contract.md, 'Files written by score and clean'.
 
 Plots (matplotlib, Agg backend, written next to the HTML, which links them by relative path):
 
@@ -20,7 +23,6 @@ the summary's ``warnings`` (:mod:`jumpray.score.sanity`) come first, in a cautio
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,9 @@ import numpy as np
 import yaml
 
 from jumpray.log import get_logger
+from jumpray.plots import plot_gallery, plot_label_scores, plot_noise_matrix, plot_selection_curves
 
 __all__ = [
-    "plot_selection_curves",
-    "plot_label_scores",
-    "plot_noise_matrix",
-    "plot_gallery",
     "write_report",
     "REPORT_FILE",
 ]
@@ -42,195 +41,6 @@ __all__ = [
 log = get_logger(__name__)
 
 REPORT_FILE = "report.html"
-_CURVES = (
-    ("selected_fraction", "selected fraction"),
-    ("precision", "selection precision"),
-    ("recall", "selection recall"),
-    ("test_accuracy", "test accuracy"),
-)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _names(class_names: Sequence[str], num_classes: int) -> list[str]:
-    return (
-        list(class_names)
-        if len(class_names) == num_classes
-        else [str(c) for c in range(num_classes)]
-    )
-
-
-def plot_selection_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path | None:
-    """Per-epoch selection metrics of the training run; None when there is no history."""
-    if not history:
-        return None
-    plt = _plt()
-    epochs = [int(h.get("epoch", i)) + 1 for i, h in enumerate(history)]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for key, label in _CURVES:
-        values = [h.get(key) for h in history]
-        if any(v is not None for v in values):
-            ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_xticks(epochs)
-    ax.set_ylim(0.0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title("training: selection over epochs")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_label_scores(hist: dict[str, Any], path: str | Path, *, threshold: float | None) -> Path:
-    """Label-score histograms (clean vs wrong when known) with the threshold line (if one)."""
-    plt = _plt()
-    edges = np.asarray(hist["edges"])
-    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    if "clean" in hist:
-        ax.bar(
-            centers,
-            hist["clean"],
-            width=width,
-            alpha=0.6,
-            label="given label correct",
-            color="tab:blue",
-        )
-        ax.bar(
-            centers,
-            hist["wrong"],
-            width=width,
-            alpha=0.6,
-            label="given label wrong",
-            color="tab:red",
-        )
-    else:
-        ax.bar(centers, hist["all"], width=width, alpha=0.8, label="all samples", color="tab:gray")
-    if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
-    if max(hist["all"] or [0]) > 0:
-        ax.set_yscale("log")
-    ax.set_xlabel("label_score (high = given label probably right)")
-    ax.set_ylabel("samples (log scale)")
-    ax.set_xlim(0.0, 1.0)
-    ax.legend(loc="upper center")
-    ax.set_title("label scores")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def _matrix(ax, matrix: np.ndarray, names: list[str], title: str, ylabel: str) -> None:
-    c = matrix.shape[0]
-    ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues")
-    ax.set_xticks(range(c), names, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(c), names, fontsize=7)
-    ax.set_xlabel("given label")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    if c <= 20:
-        for i in range(c):
-            for j in range(c):
-                v = matrix[i, j]
-                if v >= 0.005:
-                    ax.text(
-                        j,
-                        i,
-                        f"{v:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color="white" if v > 0.5 else "black",
-                    )
-
-
-def plot_noise_matrix(
-    estimated: Sequence[Sequence[float]],
-    path: str | Path,
-    *,
-    class_names: Sequence[str] = (),
-    true: Sequence[Sequence[float]] | None = None,
-    method: str = "confident_samples",
-) -> Path:
-    """The estimated noise matrix, and the true one beside it when known.
-
-    ``method``: ``confident_learning`` (rows = estimated true class) or ``confident_samples``
-    (rows = predicted class, over confidently predicted samples).
-    """
-    plt = _plt()
-    est = np.asarray(estimated, dtype=np.float64)
-    names = _names(class_names, est.shape[0])
-    panels = 2 if true is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.0), dpi=100, squeeze=False)
-    if method == "confident_learning":
-        title, ylabel = "estimated (confident learning): P(given | true class)", "true class"
-    else:
-        title, ylabel = "estimated: P(given | predicted class)", "predicted class"
-    _matrix(axes[0][0], est, names, title, ylabel)
-    if true is not None:
-        _matrix(axes[0][1], np.asarray(true), names, "true: P(given | clean class)", "clean class")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_gallery(
-    rows: Sequence[dict[str, Any]],
-    images: Sequence[np.ndarray | None],
-    path: str | Path,
-    *,
-    class_names: Sequence[str] = (),
-    num_classes: int = 0,
-    columns: int = 6,
-) -> Path | None:
-    """A grid of the most suspicious samples: image, given and predicted class, label score."""
-    if not rows:
-        return None
-    plt = _plt()
-    names = _names(
-        class_names,
-        max(num_classes, 1 + max(max(r["given_label"], r["predicted_label"]) for r in rows)),
-    )
-    n = len(rows)
-    cols = min(columns, n)
-    lines = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        lines,
-        cols,
-        figsize=(2.0 * cols, 2.6 * lines + 0.4),
-        dpi=100,
-        squeeze=False,
-        layout="constrained",
-    )
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row, image in zip(axes.flat, rows, images, strict=False):
-        if image is not None:
-            img = np.asarray(image)
-            if img.shape[0] == 1:
-                ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
-            else:
-                ax.imshow(np.transpose(img[:3], (1, 2, 0)))
-        ax.set_title(
-            f"given: {names[row['given_label']]}\npred: {names[row['predicted_label']]}\n"
-            f"score {row['label_score']:.3g}",
-            fontsize=8,
-        )
-    fig.suptitle("most suspicious labels (lowest label_score first)", fontsize=11)
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
 
 
 def _fmt(value: Any) -> str:

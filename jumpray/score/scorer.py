@@ -1,4 +1,4 @@
-"""The per-batch scorer: prior snapshots of the network look at every sample (DESIGN §1.3).
+"""The per-batch scorer: prior snapshots of the network look at every sample.
 
 :class:`Scorer` is a callable class with no Ray in it: it builds the two-head network once per
 snapshot, and each call turns a numpy batch of rows (:mod:`jumpray.data.schema`: ``image`` uint8
@@ -6,7 +6,7 @@ snapshot, and each call turns a numpy batch of rows (:mod:`jumpray.data.schema`:
 (:mod:`jumpray.score.pipeline`); the plain loop of ``benchmarks/score_scale.py`` and the unit tests
 call it directly.
 
-Per snapshot r and sample b (reference §2.2-§2.4, with the evaluation forward, dropout off):
+Per snapshot r and sample b (docs/method.md, 'Scoring'; the evaluation forward, dropout off):
 
 - ``prob_given[r, b]``: the classifier's softmax(logits / T) at the given label (T as in
   training, ``selection.temperature``, so the probabilities are the ones the CE loss fitted);

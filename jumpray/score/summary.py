@@ -1,4 +1,4 @@
-"""Streaming statistics of a label table: counts only, never the rows (DESIGN §1.4).
+"""Streaming statistics of a label table: counts only, never the rows.
 
 :class:`LabelStats` is fed the scored batches one at a time (from the Ray pipeline, or from
 ``labels.parquet`` read in record batches) and keeps O(C² + bins + gallery) numbers: the counts

@@ -7,19 +7,18 @@ the final table with the decided columns (:data:`~jumpray.score.rules.DECISION_C
 temporary name, feeds the summary statistics, and renames it to ``labels.parquet``: a reader never
 sees a half-decided table, and memory stays bounded by the batch size and the rule's state.
 
-Columns (CONTRACT §3 plus the scorer's): ``key``, ``shard``, ``idx``, ``given_label``,
-``clean_label`` (when the shards carry it; null where unknown), ``predicted_label``,
-``label_score``, ``is_label_issue``, ``rank`` (1 = most suspicious issue; null = not an issue),
-``class_threshold`` (the decision's threshold for the sample's given label), ``prob_given``,
-``pred_prob``, ``margin``, ``bit_loss_mean``, ``bit_loss_var``, ``semantic_prob``, ``votes``
-(-1 without a scoring pass), ``train_clean_rate`` (the training history's clean-flag rate; NaN
-without one, :mod:`jumpray.score.sources`), ``top_labels`` / ``top_probs`` (fixed-size lists of k = min(``score.top_k``, C): the most
-probable classes, most probable first).
+Columns (docs/contract.md, 'Files written by score and clean'): ``key``, ``shard``, ``idx``,
+``given_label``, ``clean_label`` (when the shards carry it; null where unknown),
+``predicted_label``, ``label_score``, ``is_label_issue``, ``rank`` (1 = most suspicious issue;
+null = not an issue), ``class_threshold`` (the decision's threshold for the sample's given label),
+``prob_given``, ``pred_prob``, ``margin``, ``bit_loss_mean``, ``bit_loss_var``, ``semantic_prob``,
+``votes`` (-1 without a scoring pass), ``train_clean_rate`` (the training history's clean-flag rate;
+NaN without one, :mod:`jumpray.score.sources`), ``top_labels`` / ``top_probs`` (fixed-size lists of
+k = min(``score.top_k``, C): the most probable classes, most probable first).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jumpray.files import atomic_path
 from jumpray.score.rules import LabelRule
 
 __all__ = ["labels_schema", "to_table", "iter_table", "decide_table", "RULE_COLUMNS"]
@@ -140,18 +140,12 @@ def decide_table(
             rule.observe(p, batch)
         rule.end_pass(p)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     rows = 0
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for batch in iter_table(raw_path):
-                batch |= rule.decide(batch)
-                writer.write_table(to_table(batch, schema))
-                if stats is not None:
-                    stats.update(batch)
-                rows += len(batch["idx"])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for batch in iter_table(raw_path):
+            batch |= rule.decide(batch)
+            writer.write_table(to_table(batch, schema))
+            if stats is not None:
+                stats.update(batch)
+            rows += len(batch["idx"])
     return rows

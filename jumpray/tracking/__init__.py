@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jumpray.config import TrackingConfig
 from jumpray.errors import TrackingError
 from jumpray.log import get_logger
 
@@ -163,15 +164,22 @@ Tracker = NoopTracker
 
 
 def build_tracker(
-    *,
-    enabled: bool,
-    uri: str | None,
-    experiment: str,
-    run_name: str | None,
-    strict: bool,
-    **kwargs: Any,
+    tc: TrackingConfig, *, default_name: str | None = None, **kwargs: Any
 ) -> NoopTracker:
-    """A :class:`MlflowTracker` when enabled, else a :class:`NoopTracker` (flat arguments)."""
-    if not enabled:
+    """The tracker ``tracking.*`` asks for: an :class:`MlflowTracker` when enabled, else a
+    :class:`NoopTracker`.
+
+    Args:
+        tc: the ``tracking`` section.
+        default_name: the run name when ``tracking.run_name`` is null.
+        **kwargs: for :class:`MlflowTracker` (``run_id`` to resume a run, ``parent_run_id``).
+    """
+    if not tc.enabled:
         return NoopTracker()
-    return MlflowTracker(uri=uri, experiment=experiment, run_name=run_name, strict=strict, **kwargs)
+    return MlflowTracker(
+        uri=tc.uri,
+        experiment=tc.experiment,
+        run_name=tc.run_name or default_name,
+        strict=tc.strict,
+        **kwargs,
+    )

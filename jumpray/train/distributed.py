@@ -1,10 +1,10 @@
-"""Collectives the data-parallel training loop needs, on ``torch.distributed`` only (DESIGN §3).
+"""Collectives the data-parallel training loop needs, on ``torch.distributed`` only (docs/architecture.md).
 
 - :func:`all_gather_pairs`: every rank's ``(idx, value)`` records, padded to a common length,
   gathered so every rank holds the same concatenation (flag updates, label tables);
 - :func:`all_reduce_sum` / :func:`all_reduce_counts` / :func:`any_rank`: integer and count sums,
   and the per-step "does any rank still have a batch" vote that keeps DDP aligned when the shards
-  have unequal lengths (reference §10: every rank must join every gradient all-reduce);
+  have unequal lengths (DDP: every rank must join every gradient all-reduce);
 - :class:`Coverage`: per-epoch visit counts by ``idx``, all-reduced, to prove that every sample was
   trained on exactly once per epoch across ranks.
 

@@ -1,4 +1,4 @@
-"""``fit()``: one distributed training run on Ray Train, from shard sources to OUT/ (DESIGN §3).
+"""``fit()``: one distributed training run on Ray Train, from shard sources to OUT/ (docs/architecture.md).
 
 The driver:
 
@@ -7,8 +7,8 @@ The driver:
 3. builds a ``TorchTrainer`` over :func:`~jumpray.train.worker.train_fn_per_worker` with
    ``ScalingConfig`` from ``scaling.*``, ``FailureConfig(max_failures)`` (restarts resume from the
    last checkpoint), ``CheckpointConfig(num_to_keep=2)``, a unique run name (a uuid, so V2 never
-   silently resumes an old run: ray-stack-notes gotcha 11) and :class:`UnequalSplit`, a
-   ``DataConfig`` with ``streaming_split(equal=False)`` (gotcha 9: the default drops samples);
+   silently resumes an old run) and :class:`UnequalSplit`, a
+   ``DataConfig`` with ``streaming_split(equal=False)`` (Ray's default split drops samples);
 4. prints one line per epoch and logs the metrics to MLflow from the driver
    (:mod:`jumpray.train.progress`);
 5. copies the final checkpoint to ``OUT/checkpoint/`` and writes ``OUT/train_summary.json``,
@@ -31,7 +31,6 @@ ones its caller measures): ``startup_materialize_s``, ``startup_trainer_s``, ``s
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -55,10 +54,12 @@ from jumpray.core.codebook import make_codebook
 from jumpray.data.decode import resolve_normalization
 from jumpray.data.shards import ShardSource
 from jumpray.errors import user_error
+from jumpray.files import atomic_path, copy_tree, write_json, write_parquet
 from jumpray.log import get_logger
+from jumpray.plots import plot_selection_curves
 from jumpray.ray_utils import materialize_in_order
 from jumpray.tracking import NoopTracker, build_tracker
-from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue, plot_selection_curves
+from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue
 from jumpray.train.snapshots import create_snapshot_store, store_name
 from jumpray.train.spec import SPEC_KEY, FaultInjection, WorkerSpec
 from jumpray.train.worker import (
@@ -252,7 +253,7 @@ def fit(
     check_model_fits(cfg, cfg.num_classes or train.info.num_classes)
     run_name = run_name or f"jumpray-{cfg.method.name}-{uuid.uuid4().hex[:8]}"
     storage = Path(cfg.scaling.storage_path or work_dir / "ray_results").resolve()
-    _write_json(work_dir / RUN_FILE, {"run_name": run_name, "storage_path": str(storage)})
+    write_json(work_dir / RUN_FILE, {"run_name": run_name, "storage_path": str(storage)})
 
     # One store per fit() call: a resumed run gets a fresh store, refilled from the checkpoint
     # (reusing the name could hand back the previous call's store while it is being destroyed).
@@ -260,13 +261,7 @@ def fit(
     store = create_snapshot_store(store_id, keep=cfg.snapshots.keep)
     own_tracker = tracker is None
     if tracker is None:
-        tracker = build_tracker(
-            enabled=cfg.tracking.enabled,
-            uri=cfg.tracking.uri,
-            experiment=cfg.tracking.experiment,
-            run_name=cfg.tracking.run_name or run_name,
-            strict=cfg.tracking.strict,
-        )
+        tracker = build_tracker(cfg.tracking, default_name=run_name)
     tracker.log_params(config_to_flat_dict(cfg))
     tracker.set_tags({"jumpray.run_name": run_name, "jumpray.shards": train.info.folder})
 
@@ -495,7 +490,7 @@ class _DriverContext(DatasetBatches):
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
             target = self.folder / f"checkpoint_epoch_{int(metrics['epoch']):06d}"
-            _replace_dir(Path(checkpoint_dir), target)
+            copy_tree(Path(checkpoint_dir), target)
             if self.last is not None and self.last != target:
                 shutil.rmtree(self.last, ignore_errors=True)
             self.last = target
@@ -526,26 +521,26 @@ def _finish(
 ) -> TrainResult:
     final = out_dir / "checkpoint"
     with checkpoint.as_directory() as folder:
-        _replace_dir(Path(folder), final)
+        copy_tree(Path(folder), final)
     state = load_checkpoint(final)
     history = list(state["history"])
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    torch.save(
-        {"model_args": state["model_args"], "state_dict": state["model"]}, out_dir / "model.pt"
-    )
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save({"model_args": state["model_args"], "state_dict": state["model"]}, tmp)
     summary = _summary(cfg, history, state, run_name, fit_wall, train, final)
     summary |= _startup_parts(history, timings)
-    summary["num_quarantined"] = _write_quarantine(train, out_dir / "quarantine.parquet")
+    summary["num_quarantined"] = write_parquet(out_dir / "quarantine.parquet", train.quarantine())
     store, store_id = store_and_id
     summary["snapshot_store"] = store_name(store_id)
     summary["mlflow_run_id"] = tracker.run_id
     summary["mlflow_tracking_uri"] = tracker.uri
-    _write_json(out_dir / SUMMARY_FILE, summary)
+    write_json(out_dir / SUMMARY_FILE, summary)
     plot = plot_selection_curves(
         history, out_dir / "selection_curves.png", title=f"{cfg.method.name}: {run_name}"
     )
     for path in (out_dir / "config.yaml", out_dir / SUMMARY_FILE, plot):
-        tracker.log_artifact(path)
+        if path is not None:
+            tracker.log_artifact(path)
     tracker.log_artifact(out_dir / "model.pt", "model")
     snapshots = ray.get(store.list.remote())
     log.info(
@@ -623,32 +618,3 @@ def _startup_parts(history: list[dict[str, float]], timings: dict[str, float]) -
     fixed = [v for k, v in out.items() if k.startswith("startup_")]
     out["startup_parts_total_s"] = round(sum(fixed) + out.get("teardown_s", 0.0), 3)
     return out
-
-
-def _write_quarantine(source: ShardSource, path: Path) -> int:
-    """Write the training shards' quarantine table (complete once the data was read)."""
-    import pyarrow.parquet as pq
-
-    table = source.quarantine()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return int(table.num_rows)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` via a temporary name, then swap (a reader never sees half a copy)."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

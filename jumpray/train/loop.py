@@ -224,7 +224,7 @@ def evaluate(
     """Test accuracy of the classifier head (and of the semantic head when ``codebook`` is given).
 
     Batches are tuples or mappings; labels are the ``given_label`` entry (test sets are clean).
-    The semantic accuracy is the nearest codeword of sign(h), reference §2.7 ("acc2").
+    The semantic accuracy is the nearest codeword of sign(h) (docs/method.md, 'Evaluation').
 
     Returns:
         ``num_correct``, ``num_samples`` (summable), ``accuracy`` and, with a codebook,

@@ -1,7 +1,7 @@
 """The four learning methods behind one small interface, built from the pure core.
 
 - ``jumpteaching``: one two-head network; the clean flag that gates a sample's gradient was written
-  J visits earlier by an earlier model state (reference §2.3-§2.5, DESIGN §2).
+  J visits earlier by an earlier model state (docs/method.md, 'Jump').
 - ``ce``: plain cross-entropy on every sample (the floor every method must beat).
 - ``coteaching``: two networks; each picks its small-loss samples and the *other* one learns from
   them; the forget rate ramps up over ``num_gradual`` epochs (Han et al., NeurIPS 2018).
@@ -123,7 +123,7 @@ class _Base:
         self, loss: Tensor, optimizer: torch.optim.Optimizer, *, skip: bool = False
     ) -> None:
         optimizer.zero_grad(set_to_none=True)
-        # backward always runs (DDP ranks must all join the gradient all-reduce, reference §10);
+        # backward always runs (DDP ranks must all join the gradient all-reduce);
         # the step is skipped when no sample was selected anywhere, as the reference skips it.
         self.scaler.scale(loss).backward()
         if skip:
@@ -176,7 +176,7 @@ class _Base:
 
 
 class JumpTeaching(_Base):
-    """Jump-teaching with one two-head network (reference §2; DESIGN §2)."""
+    """Jump-teaching with one two-head network (docs/method.md)."""
 
     name = "jumpteaching"
     needs_strong_view = True
@@ -509,7 +509,7 @@ def _build_optimizer(params, cfg: RunConfig) -> torch.optim.Optimizer:
 def _build_scheduler(opt: torch.optim.Optimizer, cfg: RunConfig):
     if cfg.train.scheduler == "none":
         return None
-    # Cosine, stepped once per epoch, as the reference (§4).
+    # Cosine, stepped once per epoch, as the official code (docs/method.md, 'Training losses').
     return torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=cfg.train.epochs, eta_min=cfg.train.eta_min
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ray.train import UserCallback
@@ -22,7 +21,7 @@ from jumpray.log import get_logger
 from jumpray.tracking import NoopTracker
 from jumpray.train.local import format_epoch_line
 
-__all__ = ["EpochForwarder", "DriverProgress", "plot_selection_curves", "make_queue"]
+__all__ = ["EpochForwarder", "DriverProgress", "make_queue"]
 
 log = get_logger(__name__)
 
@@ -126,46 +125,3 @@ class DriverProgress:
         self.tracker.log_metrics(metrics, step=epoch)
         if self.on_epoch is not None:
             self.on_epoch(metrics)
-
-
-CURVES = (
-    ("selected_fraction", "selected fraction"),
-    ("precision", "selection precision"),
-    ("recall", "selection recall"),
-    ("test_accuracy", "test accuracy"),
-)
-
-
-def plot_selection_curves(history: list[dict[str, float]], path: str | Path, *, title: str) -> Path:
-    """A PNG of the selection curves per epoch (the metrics present in ``history``).
-
-    Args:
-        history: one metrics dict per epoch, in epoch order.
-        path: the PNG to write.
-        title: the figure title (method, data).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    path = Path(path)
-    epochs = [int(h.get("epoch", i)) + 1 for i, h in enumerate(history)]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for key, label in CURVES:
-        values = [h.get(key) for h in history]
-        if any(v is not None for v in values):
-            ax.plot(
-                epochs, [float("nan") if v is None else v for v in values], marker="o", label=label
-            )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylim(0.0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -1,4 +1,4 @@
-"""Prior-model snapshots in the Ray object store, owned by a long-lived actor (DESIGN §3).
+"""Prior-model snapshots in the Ray object store, owned by a long-lived actor (docs/architecture.md).
 
 At every epoch end rank 0 sends the evaluation network's weights to a :class:`SnapshotStore`
 actor created by the driver. The actor ``ray.put``s them itself, so *it* owns the objects: they

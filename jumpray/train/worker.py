@@ -1,4 +1,4 @@
-"""The Ray Train per-worker function: the core loop over this worker's dataset shard (DESIGN §3).
+"""The Ray Train per-worker function: the core loop over this worker's dataset shard (docs/architecture.md).
 
 Each worker (one DDP rank) builds the method with ``prepare_model`` (DDP, gloo on CPU / NCCL on
 GPU), resumes from ``ray.train.get_checkpoint()`` when there is one, and every epoch:

@@ -3,7 +3,8 @@
 A sweep of dozens of trials must end holding what it started with (issue 15, item 6):
 :func:`take_ledger` counts, :func:`settle` polls until the counts are back (Train V2 removes a
 stopped trial's placement group asynchronously, a few seconds after Tune returns:
-tune-storage-cluster-notes §1.4b), and :meth:`RayLedger.growth` says what stayed.
+docs/architecture.md, 'Ray notes: placement group cleanup'), and :meth:`RayLedger.growth` says
+what stayed.
 
 Ray's own cluster services (named *and* detached actors such as Ray Data's stats actor, created
 once on first use and meant to live with the cluster) are counted apart: they are not per-run

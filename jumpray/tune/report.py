@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import numpy as np
 import yaml
 
 from jumpray.config import RunConfig, apply_overrides
+from jumpray.files import atomic_path, write_text
+from jumpray.plots import pyplot, save_figure
 from jumpray.tune.space import Dimension, trial_config
 from jumpray.tune.tracking import FAILED, FINISHED, RUNNING, STOPPED
 
@@ -77,7 +78,7 @@ def write_best_yaml(path: Path, cfg: RunConfig, record: dict[str, Any], *, metri
         f"# searched: {', '.join(f'{k}={format_value(v)}' for k, v in sorted(record['params'].items()))}\n"
         "# use: jumpray clean --shards DIR --out DIR --config best.yaml\n"
     )
-    _atomic_text(path, header + yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    write_text(path, header + yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     return path
 
 
@@ -87,8 +88,7 @@ def write_trials_csv(path: Path, records: Sequence[dict[str, Any]], *, metric: s
     metrics = sorted({k for r in records for k in r.get("metrics", {})} - {metric})
     metrics = ([metric] if any(metric in r.get("metrics", {}) for r in records) else []) + metrics
     header = ["trial_id", "status", "stopped_early", *params, *metrics]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for r in records:
@@ -96,7 +96,6 @@ def write_trials_csv(path: Path, records: Sequence[dict[str, Any]], *, metric: s
             row += [r["params"].get(k, "") for k in params]
             row += [r["metrics"].get(k, "") for k in metrics]
             writer.writerow(row)
-    os.replace(tmp, path)
     return path
 
 
@@ -164,11 +163,7 @@ def plot_sweep(
 ) -> list[Path]:
     """``tune_<key>.png`` (the metric against each searched key) and ``tune_interaction.png``
     (mean metric per J x K cell) when both are searched."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths = []
     scored = [r for r in records if _value(r, metric) is not None]
     for key, dim in space.items():
@@ -199,9 +194,7 @@ def plot_sweep(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        paths.append(out / f"tune_{key.replace('.', '_')}.png")
-        fig.savefig(paths[-1])
-        plt.close(fig)
+        paths.append(save_figure(fig, out / f"tune_{key.replace('.', '_')}.png"))
     if "jump.interval" in space and "model.semantic_dim" in space:
         paths.append(_interaction(out / "tune_interaction.png", scored, space, metric=metric))
     return paths
@@ -210,8 +203,7 @@ def plot_sweep(
 def _interaction(
     path: Path, scored: Sequence[dict[str, Any]], space: dict[str, Dimension], *, metric: str
 ) -> Path:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     js = sorted({int(r["params"]["jump.interval"]) for r in scored} | _ints(space, "jump.interval"))
     ks = sorted(
         {int(r["params"]["model.semantic_dim"]) for r in scored}
@@ -240,9 +232,7 @@ def _interaction(
     ax.set_title(f"mean {metric}, trials that ran the budget", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _ints(space: dict[str, Dimension], key: str) -> set[int]:
@@ -253,9 +243,3 @@ def _ints(space: dict[str, Dimension], key: str) -> set[int]:
 def format_value(v: Any) -> str:
     """A searched value for a label: floats to 3 significant digits."""
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -6,11 +6,13 @@ Optuna's TPE through ``OptunaSearch``, an optional extra imported only when chos
 
 ASHA runs on ``epochs_done`` (epochs trained, reported by each trial), not Tune's
 ``training_iteration``: a retried trial resumes at its checkpoint's epoch while Tune restarts its
-iteration count at 1 (tune-storage-cluster-notes §1.5), so iterations would put it on the wrong rung.
+iteration count at 1, so iterations would put it on the wrong rung (docs/architecture.md,
+'Ray notes: ASHA on the epoch').
 
 Concurrency (:func:`trial_concurrency`): every trial's Ray Train workers together must leave Ray
 Data one CPU (its read tasks take a whole CPU each); otherwise a trial's data never arrives and
-the sweep hangs (ray-stack-notes §3.1). The default is the most trials that fit that rule.
+the sweep hangs (docs/architecture.md, 'Ray notes: CPU starvation'). The default is the most
+trials that fit that rule.
 """
 
 from __future__ import annotations

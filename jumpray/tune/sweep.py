@@ -1,17 +1,18 @@
-"""``run_sweep``: a Ray Tune search over config keys, one real Ray Train run per trial (DESIGN §1.5).
+"""``run_sweep``: a Ray Tune search over config keys, one real Ray Train run per trial.
 
 1. The space: ``tune.search_space`` or the default J, K (from the data's C), tau, lr
    (:mod:`jumpray.tune.space`); the searcher by name and ASHA on ``epochs_done``
    (:mod:`jumpray.tune.search`); as many trials at once as leave Ray Data a CPU.
 2. The trainable: :func:`jumpray.tune.trial.run_trial` with no CPU of its own (its Ray Train
-   workers hold the CPUs: ``{"cpu": 0, "memory": 1}``, tune-storage-cluster-notes §1.3); a failed
-   trial is retried ``tune.max_failures`` times and resumes from its Ray Train checkpoint.
+   workers hold the CPUs: ``{"cpu": 0, "memory": 1}``, docs/architecture.md,
+   'Ray notes: Tune trial resources'); a failed trial is retried ``tune.max_failures`` times and
+   resumes from its Ray Train checkpoint.
 3. Tracking: one MLflow parent run for the sweep (the best config, the trials table and the PNGs
    land there), a child per trial (:class:`~jumpray.tune.tracking.SweepTracker`).
-4. Outputs in OUT (CONTRACT §4): ``best.yaml``, ``trials.csv``, ``tune_<key>.png`` and
-   ``tune_interaction.png``, ``tune_trials.json`` (the records), ``tune_run.json`` (what
-   ``--resume`` needs), ``ray_tune/sweep/`` (Tune's state), ``trials/<trial_id>/`` (each fit's
-   OUT).
+4. Outputs in OUT (docs/contract.md, 'Files written by tune'): ``best.yaml``, ``trials.csv``,
+   ``tune_<key>.png`` and ``tune_interaction.png``, ``tune_trials.json`` (the records),
+   ``tune_run.json`` (what ``--resume`` needs), ``ray_tune/sweep/`` (Tune's state),
+   ``trials/<trial_id>/`` (each fit's OUT).
 5. Ray's books: live actors, placement groups and object-store bytes are counted before and after
    (:mod:`jumpray.tune.ledger`); what stayed is reported and logged as a warning.
 
@@ -22,7 +23,6 @@ they are, unfinished and failed ones continue, each from its Ray Train checkpoin
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 
 from jumpray.config import RunConfig
 from jumpray.errors import ConfigError
+from jumpray.files import write_json
 from jumpray.log import get_logger
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.tune.ledger import RayLedger, settle, take_ledger
@@ -124,15 +125,7 @@ def _saved_run(out: Path, shards: Path, test_shards: Path | None) -> dict[str, A
 
 
 def _parent_tracker(cfg: RunConfig, run_id: str | None, shards: Path) -> NoopTracker:
-    tc = cfg.tracking
-    return build_tracker(
-        enabled=tc.enabled,
-        uri=tc.uri,
-        experiment=tc.experiment,
-        run_name=tc.run_name or f"tune-{shards.name}",
-        strict=tc.strict,
-        run_id=run_id,
-    )
+    return build_tracker(cfg.tracking, default_name=f"tune-{shards.name}", run_id=run_id)
 
 
 def run_sweep(
@@ -184,7 +177,7 @@ def run_sweep(
     concurrency = trial_concurrency(cfg, ray.cluster_resources(), num_trials=planned)
     before = take_ledger()
     parent = _parent_tracker(cfg, saved.get("parent_run_id"), shards)
-    _write_json(
+    write_json(
         out / RUN_FILE,
         {
             "config": cfg.model_dump(),
@@ -312,9 +305,3 @@ def _outputs(
         parent_run_id=parent.run_id,
         tracking_uri=parent.uri,
     )
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

@@ -9,9 +9,9 @@
   event, which the job turns into ``trials.csv`` and ``best.yaml``;
 - logs one progress line per result.
 
-Why not Ray's ``MLflowLoggerCallback`` (tune-storage-cluster-notes §2): Tune calls callbacks
-unguarded, so an MLflow outage would fail or stall the sweep; it logs every Tune field (pid, ...)
-as a metric and resets the global tracking URI. Here every call goes through
+Why not Ray's ``MLflowLoggerCallback`` (docs/architecture.md, 'Ray notes: MLflow from Tune'): Tune
+calls callbacks unguarded, so an MLflow outage would fail or stall the sweep; it logs every Tune
+field (pid, ...) as a metric and resets the global tracking URI. Here every call goes through
 :class:`~jumpray.tracking.MlflowTracker`, which warns instead of raising (unless
 ``tracking.strict``), and passes run ids explicitly (MLflow's fluent run is thread-local).
 
@@ -21,9 +21,7 @@ restored sweep (``--resume``) keeps logging into the same child runs.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from ray.tune import Callback
 
 from jumpray.config import RunConfig, config_to_flat_dict
 from jumpray.errors import ConfigError
+from jumpray.files import write_json
 from jumpray.log import get_logger
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.tune.space import plain_values, trial_config
@@ -175,26 +174,15 @@ class SweepTracker(Callback):
         if tracker is not None:
             return tracker
         record = self.records[trial_id]
-        tc = self.cfg.tracking
+        # A trial's run is named by its id, never by tracking.run_name (the sweep's run has it).
+        tc = self.cfg.tracking.model_copy(update={"run_name": None})
         if self.parent_run_id is None or not tc.enabled:
             tracker = NoopTracker()
         elif record.get("mlflow_run_id"):
-            tracker = build_tracker(
-                enabled=True,
-                uri=tc.uri,
-                experiment=tc.experiment,
-                run_name=None,
-                strict=tc.strict,
-                run_id=record["mlflow_run_id"],
-            )
+            tracker = build_tracker(tc, run_id=record["mlflow_run_id"])
         else:
             tracker = build_tracker(
-                enabled=True,
-                uri=tc.uri,
-                experiment=tc.experiment,
-                run_name=f"trial-{trial_id}",
-                strict=tc.strict,
-                parent_run_id=self.parent_run_id,
+                tc, default_name=f"trial-{trial_id}", parent_run_id=self.parent_run_id
             )
             record["mlflow_run_id"] = tracker.run_id
             tracker.log_params(self._trial_params(record["params"]))
@@ -219,9 +207,7 @@ class SweepTracker(Callback):
 
     def _save(self) -> None:
         path = Path(self.out) / TRIALS_FILE
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(list(self.records.values()), indent=1, default=str) + "\n")
-        os.replace(tmp, path)
+        write_json(path, list(self.records.values()), indent=1)
 
     def progress_line(self, trial_id: str, *, event: str | None = None) -> str:
         """``tune: 3/8 trials done (1 stopped early, 0 failed), 2 running; best <metric> ...

@@ -1,14 +1,16 @@
 """One sweep trial: the real Ray Train job (``jumpray.train.launch.fit``) inside a Tune trial.
 
-Ray Train V2's pattern (tune-storage-cluster-notes §1.1): the trainable is a driver function that
-runs ``fit()``, whose ``TorchTrainer`` reports through :class:`EpochReport` (Tune's
-``TuneReportCallback`` plus ``epochs_done`` and ``consistency``). The trial:
+Ray Train V2's pattern (docs/architecture.md, 'Ray notes: Tune trials are driver functions'): the
+trainable is a driver function that runs ``fit()``, whose ``TorchTrainer`` reports through
+:class:`EpochReport` (Tune's ``TuneReportCallback`` plus ``epochs_done`` and ``consistency``). The
+trial:
 
 1. builds its config (:func:`jumpray.tune.space.trial_config`);
 2. reads the shards and holds out the noisy validation split (:mod:`jumpray.tune.holdout`);
 3. calls ``fit()`` into ``OUT/trials/<trial_id>/`` under the Ray Train run name
    ``tune-<trial_id>``: a retried trial (``tune.max_failures``) or a restored sweep finds that
-   run's storage and resumes from its last checkpoint (ray-stack-notes gotcha 11, on purpose);
+   run's storage and resumes from its last checkpoint (on purpose: docs/architecture.md,
+   'Ray notes: run names resume');
 4. releases the run's snapshot store and the readers' quarantine sinks, so nothing of a trial
    outlives it even when Tune reuses the process.
 

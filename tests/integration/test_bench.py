@@ -1,4 +1,4 @@
-"""``jumpray bench --profile tiny`` end to end: every method trains, bench.json keeps CONTRACT §4.
+"""``jumpray bench --profile tiny`` end to end: every method trains, bench.json keeps its contract.
 
 Real Fashion-MNIST (1000 samples, sym:0.4, 3 epochs), one fresh process per method, cleanlab with
 2 folds; a few minutes on the shared 2-core box, hence ``slow``.

@@ -122,14 +122,13 @@ print("after")
 
 
 def test_summary_says_when_mlflow_recorded_nothing(tmp_path):
+    from jumpray.config import TrackingConfig
     from jumpray.jobs._run import tracking_lines
     from jumpray.jobs.score import summary_text
     from jumpray.tracking import build_tracker
 
     with pytest.warns(RuntimeWarning):
-        dead = build_tracker(
-            enabled=True, uri="http://127.0.0.1:9", experiment="e", run_name=None, strict=False
-        )
+        dead = build_tracker(TrackingConfig(uri="http://127.0.0.1:9", experiment="e"))
     [line] = tracking_lines(dead, kept_in="o/summary.json")
     assert "metrics NOT recorded (MLflow unreachable at http://127.0.0.1:9)" in line
     assert "kept in o/summary.json" in line

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from jumpray.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from jumpray.config import TrackingConfig
 from jumpray.errors import DataError, TrackingError
 from jumpray.tracking import MlflowTracker, NoopTracker, build_tracker, resolve_tracking_uri
 
@@ -73,7 +74,7 @@ def test_uri_resolution_and_disabled_tracker(monkeypatch):
     assert resolve_tracking_uri() == "http://example:5000"
     assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
     assert isinstance(
-        build_tracker(enabled=False, uri=None, experiment="e", run_name=None, strict=False),
+        build_tracker(TrackingConfig(enabled=False, uri="sqlite:///never.db")),
         NoopTracker,
     )
 

@@ -1,4 +1,4 @@
-"""Hadamard codebook: structure, Hamming distances, and the K error message (reference §3.3)."""
+"""Hadamard codebook: structure, Hamming distances, the K error message (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_too_many_classes_names_valid_k():
     assert "model.semantic_dim=8 cannot encode 100 classes" in msg
     assert "C <= 2K" in msg
     assert "model.semantic_dim=64 or 128" in msg
-    # The reference's CIFAR-100 + K=32 inconsistency (§3.3).
+    # The official code's CIFAR-100 + K=32 inconsistency (docs/method.md, 'Semantic codes').
     with pytest.raises(ConfigError, match="semantic_dim=64 or 128"):
         make_codebook(100, 32)
 

@@ -1,4 +1,4 @@
-"""jumpray.core stays pure: torch, numpy and the standard maths modules only (DESIGN §4)."""
+"""jumpray.core stays pure: torch, numpy and the standard maths modules only (docs/architecture.md)."""
 
 from __future__ import annotations
 

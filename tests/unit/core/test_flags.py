@@ -1,4 +1,4 @@
-"""The jump: the gate at visit v is the flag recorded at visit v - J (DESIGN §2, ref. §2.5)."""
+"""The jump: the gate at visit v is the flag recorded at visit v - J (docs/method.md, 'Jump')."""
 
 from __future__ import annotations
 

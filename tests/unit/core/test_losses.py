@@ -1,4 +1,4 @@
-"""Bit losses, scaled CE, warm-up and selection-phase losses (reference §2.2-§2.4, §10)."""
+"""Bit losses, scaled CE, warm-up and selection-phase losses (docs/method.md, 'Training losses')."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seeded synthetic label noise: rates, transition structure, reproducibility (reference §5)."""
+"""Seeded synthetic label noise: rates, transition structure, reproducibility (docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Clean rules on the reference §2.6 table, bit-loss statistics, and the view blend."""
+"""Clean rules on the table of docs/method.md, 'Clean rule', bit-loss statistics, the view blend."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_bit_loss_stats_hand_values():
 
 
 def _table_batch():
-    """The §2.6 outputs for a sample labelled Y, one per row (0.999 = a trained tanh head)."""
+    """The outputs of that table for a sample labelled Y, one per row (0.999 = a trained tanh head)."""
     cb = make_codebook(C, K)
     code = cb[Y]
     h = torch.stack([0.999 * code, 0.5 * code, torch.zeros(K), -0.999 * code, 0.999 * cb[OTHER]])

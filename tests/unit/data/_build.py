@@ -99,7 +99,7 @@ def file_size(path: Path) -> int:
 
 
 def make_clothing1m(root):
-    """A Clothing1M-shaped tree: images/<a>/<bb>/<name>.jpg and the label/ lists (reference §6)."""
+    """A Clothing1M-shaped tree: images/<a>/<bb>/<name>.jpg and the label/ lists (docs/contract.md)."""
     images = tiny_images(6, size=16, channels=3, seed=1)
     paths = [f"images/{i % 2}/{i:02d}/{i:04d}.jpg" for i in range(6)]
     for path, img in zip(paths, images, strict=True):

@@ -1,4 +1,4 @@
-"""``jumpray shards`` through the CLI entry point (CONTRACT §2): exit codes, files, messages."""
+"""``jumpray shards`` through the CLI entry point (docs/contract.md): exit codes, files, messages."""
 
 from __future__ import annotations
 
