@@ -66,20 +66,17 @@ class _Ctx(DatasetBatches):
             self.state = load_checkpoint(checkpoint_dir)
 
 
+def _spec(cfg, **kwargs) -> WorkerSpec:
+    return WorkerSpec(
+        config=cfg, num_classes=C, num_samples=N, channels=1, image_hw=(8, 8), **kwargs
+    )
+
+
 def test_the_plain_loop_and_a_worker_draw_and_train_alike():
     # Shuffled epochs (the worker's rows arrive out of idx order), blend views, a test set.
     cfg = tiny_config(train={"epochs": 3}, data={"shuffle_buffer": 64})
     train, test = _uint8_rows(0), _uint8_rows(1)
-    spec = WorkerSpec(
-        config=cfg,
-        num_classes=C,
-        num_samples=N,
-        channels=1,
-        image_hw=(8, 8),
-        mean=(0.4,),
-        std=(0.3,),
-        has_test=True,
-    )
+    spec = _spec(cfg, mean=(0.4,), std=(0.3,), has_test=True)
     ctx = _Ctx(cfg, {"train": train, "test": test})
     run_worker(spec, ctx)
     plain = run_local(cfg, train, test, num_classes=C, mean=[0.4], std=[0.3])
@@ -101,16 +98,7 @@ def test_the_epoch_order_depends_on_seed_epoch_and_rank_only():
 
 
 def test_the_worker_spec_is_frozen_and_pickles():
-    spec = WorkerSpec(
-        config=tiny_config(),
-        num_classes=C,
-        num_samples=N,
-        channels=1,
-        image_hw=(8, 8),
-        mean=(0.5,),
-        std=(0.5,),
-        fault=FaultInjection(epoch=1, marker="m"),
-    )
+    spec = _spec(tiny_config(), mean=(0.5,), std=(0.5,), fault=FaultInjection(1, "m"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.num_classes = 3  # type: ignore[misc]
     back = pickle.loads(pickle.dumps(spec))
