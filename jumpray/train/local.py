@@ -89,9 +89,8 @@ def iter_batches(data: ArraySet, *, batch_size: int, seed: int | None = None) ->
     else:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     for start in range(0, n, batch_size):
-        sel = order[start : start + batch_size]
-        clean = data.clean_label[sel] if data.clean_label is not None else None
-        yield (data.image[sel], data.given_label[sel], data.idx[sel], clean)
+        part = data.select(order[start : start + batch_size])
+        yield (part.image, part.given_label, part.idx, part.clean_label)
 
 
 class ArrayBatches:
