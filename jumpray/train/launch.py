@@ -60,14 +60,10 @@ from jumpray.plots import plot_selection_curves
 from jumpray.ray_utils import materialize_in_order
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue
+from jumpray.train.rows import TRAIN_COLUMNS, DatasetBatches
 from jumpray.train.snapshots import create_snapshot_store, store_name
 from jumpray.train.spec import SPEC_KEY, FaultInjection, WorkerSpec
-from jumpray.train.worker import (
-    TRAIN_COLUMNS,
-    DatasetBatches,
-    run_worker,
-    train_fn_per_worker,
-)
+from jumpray.train.worker import run_worker, train_fn_per_worker
 
 __all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "worker_spec_for"]
 

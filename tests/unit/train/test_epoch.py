@@ -11,9 +11,10 @@ import torch
 
 from jumpray.checkpoint import load_checkpoint
 from jumpray.train.local import ArraySet, run_local
+from jumpray.train.rows import DatasetBatches
 from jumpray.train.seeds import shuffle_seed
 from jumpray.train.spec import FaultInjection, WorkerSpec
-from jumpray.train.worker import DatasetBatches, run_worker
+from jumpray.train.worker import run_worker
 
 from ._tiny import C, N, tiny_config, tiny_data
 
