@@ -35,8 +35,8 @@ Rows in memory: when the launcher materialized every dataset (``WorkerSpec.in_me
 worker reads its split once per attempt (:class:`~jumpray.train.rows.RowCache`, before the first
 epoch) and serves every epoch from those tensors: the ``shuffle_buffer: 0`` read order, or else a
 permutation drawn from (seed, epoch, rank) over its rows sorted by idx (a resumed epoch draws what
-the interrupted one drew). Its split stays fixed for the attempt, so every idx is still trained on once per epoch.
-Otherwise the split streams through Ray Data every epoch.
+the interrupted one drew). Its split stays fixed for the attempt, so every idx is still trained on
+once per epoch. Otherwise the split streams through Ray Data every epoch.
 
 Threads: :func:`jumpray.ray_utils.torch_threads` (``train.num_threads: null``): with the rows in
 memory nothing reads during training, so a worker takes the node's CPUs divided by the workers on
