@@ -3,7 +3,8 @@
 Used by ``jumpray local``, by the benchmark (every method on the same tensors, in its own
 process) and by the real-data tests. Each epoch is :func:`~jumpray.train.epoch.run_epoch`, the
 body the Ray Train worker runs over its split of the Ray Datasets: the same seeds (rank 0), views,
-normalisation and metrics.
+normalisation and metrics. Only the shuffled sample order is the plain loop's own
+(:func:`~jumpray.train.seeds.plain_order_generator`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jumpray.data.augment import build_augmenter
 from jumpray.log import get_logger
 from jumpray.train.epoch import BatchHook, run_epoch
 from jumpray.train.methods import Method, build_method
+from jumpray.train.seeds import plain_order_generator
 
 __all__ = [
     "ArraySet",
@@ -75,19 +77,12 @@ class LocalResult:
     final: dict[str, float] = field(default_factory=dict)
 
 
-def iter_batches(data: ArraySet, *, batch_size: int, seed: int | None = None) -> Iterator[tuple]:
-    """Yield ``(image, given_label, idx, clean_label)`` batches.
-
-    Args:
-        data: the samples.
-        batch_size: B (the last batch may be smaller).
-        seed: None = ``data``'s row order; else the order ``torch.randperm`` draws from this seed.
-    """
+def iter_batches(
+    data: ArraySet, *, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple]:
+    """Yield ``(image, given_label, idx, clean_label)`` batches, shuffled when a generator is given."""
     n = len(data)
-    if seed is None:
-        order = torch.arange(n)
-    else:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         part = data.select(order[start : start + batch_size])
         yield (part.image, part.given_label, part.idx, part.clean_label)
@@ -98,17 +93,19 @@ class ArrayBatches:
 
     Args:
         rows: ``name -> samples`` (None = no such dataset).
-        shuffle: training passes follow the epoch's shuffle seed; False = the stored row order.
+        order: shuffled passes (a ``seed`` is given) draw their order from this generator;
+            None = the stored row order.
     """
 
-    def __init__(self, rows: Mapping[str, ArraySet | None], *, shuffle: bool):
-        self.rows, self.shuffle = rows, shuffle
+    def __init__(self, rows: Mapping[str, ArraySet | None], *, order: torch.Generator | None):
+        self.rows, self.order = rows, order
 
     def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterator[tuple] | None:
         rows = self.rows.get(name)
         if rows is None:
             return None
-        return iter_batches(rows, batch_size=batch_size, seed=seed if self.shuffle else None)
+        generator = self.order if seed is not None else None
+        return iter_batches(rows, batch_size=batch_size, generator=generator)
 
 
 def format_epoch_line(epoch: int, epochs: int, m: dict[str, float], eta_s: float) -> str:
@@ -156,9 +153,9 @@ def run_local(
         on_epoch: called after every epoch with (epoch, metrics, method).
         on_batch: called after every step with (batch, the step's output).
         mean, std: normalisation; defaults to ``cfg.data.mean/std`` or 0.5.
-        shuffle: a new sample order every epoch, the one a single Ray Train worker with its rows
-            in memory draws; False = ``train``'s row order (the order a single Ray Train worker
-            sees with ``data.shuffle_buffer: 0`` and ``preserve_order``, for equality tests).
+        shuffle: a new sample order every epoch (from
+            :func:`~jumpray.train.seeds.plain_order_generator`); False = ``train``'s row order (the order a single Ray Train worker sees with
+            ``data.shuffle_buffer: 0`` and ``preserve_order``, for equality tests).
 
     Returns:
         A :class:`LocalResult`; ``history[e]`` holds epoch e's metrics.
@@ -178,9 +175,8 @@ def run_local(
         device=device,
         noise_rate=noise_rate,
     )
-    # Shuffled rows are kept sorted by idx, as a worker keeps its rows (RowCache).
-    rows = {"train": train.sorted_by_idx() if shuffle else train, "test": test}
-    data = ArrayBatches(rows, shuffle=shuffle)
+    order = plain_order_generator(cfg.seed) if shuffle else None
+    data = ArrayBatches({"train": train, "test": test}, order=order)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     for epoch in range(cfg.train.epochs):

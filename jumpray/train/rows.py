@@ -79,7 +79,8 @@ class RowCache:
         rows = self.load(name, shuffled=self.shuffles(seed))
         if rows is None:
             return None
-        return iter_batches(rows, batch_size=batch_size, seed=seed if self.shuffles(seed) else None)
+        generator = torch.Generator().manual_seed(seed) if self.shuffles(seed) else None
+        return iter_batches(rows, batch_size=batch_size, generator=generator)
 
 
 class DatasetBatches:

@@ -8,22 +8,35 @@ uninterrupted run would have drawn, and gives each rank its own draws. The plain
 Streams:
 
 - :data:`VIEW_STREAM`: the weak/strong augmentation draws of the training batches;
-- :data:`SHUFFLE_STREAM`: the sample order of an epoch (:func:`shuffle_seed`);
+- :data:`SHUFFLE_STREAM`: a worker's sample order of an epoch (:func:`shuffle_seed`);
 - :data:`BLEND_STREAM`: Jump-teaching's blend coefficient draws (``selection.blend``).
 
-Network initialisation is seeded separately, with ``torch.manual_seed(seed)`` when the method is
-built.
+Two draws are seeded once per run instead: network initialisation (``torch.manual_seed(seed)``
+when the method is built) and the plain loop's sample order (:func:`plain_order_generator`: one
+generator carried through the epochs, seeded ``seed +`` :data:`PLAIN_ORDER_OFFSET`). The plain
+loop keeps its own order because the published Fashion-MNIST comparison of the methods
+(``tests/slow/test_methods_fashion_mnist.py``) was measured with it; with ``shuffle=False`` it
+trains in the stored order, as a single worker with ``data.shuffle_buffer: 0`` does.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["VIEW_STREAM", "SHUFFLE_STREAM", "BLEND_STREAM", "epoch_generator", "shuffle_seed"]
+__all__ = [
+    "VIEW_STREAM",
+    "SHUFFLE_STREAM",
+    "BLEND_STREAM",
+    "PLAIN_ORDER_OFFSET",
+    "epoch_generator",
+    "shuffle_seed",
+    "plain_order_generator",
+]
 
 VIEW_STREAM = 1
 SHUFFLE_STREAM = 3
 BLEND_STREAM = 7919
+PLAIN_ORDER_OFFSET = 2
 
 
 def epoch_generator(seed: int, *, epoch: int, rank: int = 0, stream: int = 0) -> torch.Generator:
@@ -37,3 +50,8 @@ def shuffle_seed(seed: int, *, epoch: int, rank: int = 0) -> int:
     return int(
         epoch_generator(seed, epoch=epoch, rank=rank, stream=SHUFFLE_STREAM).initial_seed() % 2**32
     )
+
+
+def plain_order_generator(seed: int) -> torch.Generator:
+    """The plain loop's sample-order generator, drawn from once per epoch (module docstring)."""
+    return torch.Generator().manual_seed(seed + PLAIN_ORDER_OFFSET)

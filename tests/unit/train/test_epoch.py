@@ -74,13 +74,15 @@ def _spec(cfg, **kwargs) -> WorkerSpec:
 
 
 def test_the_plain_loop_and_a_worker_draw_and_train_alike():
-    # Shuffled epochs (the worker's rows arrive out of idx order), blend views, a test set.
-    cfg = tiny_config(train={"epochs": 3}, data={"shuffle_buffer": 64})
+    # The worker keeps its rows in the order they arrive (shuffle_buffer 0): idx N-1..0; blend
+    # views and a test set; the plain loop gets the rows in that order.
+    cfg = tiny_config(train={"epochs": 3}, data={"shuffle_buffer": 0})
     train, test = _uint8_rows(0), _uint8_rows(1)
     spec = _spec(cfg, mean=(0.4,), std=(0.3,), has_test=True)
     ctx = _Ctx(cfg, {"train": train, "test": test})
     run_worker(spec, ctx)
-    plain = run_local(cfg, train, test, num_classes=C, mean=[0.4], std=[0.3])
+    arrived = train.select(torch.arange(N).flip(0))
+    plain = run_local(cfg, arrived, test, num_classes=C, mean=[0.4], std=[0.3], shuffle=False)
     worker_flags, plain_flags = ctx.state["method"]["flags"], plain.method.flags.state_dict()
     assert torch.equal(worker_flags["slots"], plain_flags["slots"])
     assert torch.equal(worker_flags["visits"], plain_flags["visits"])
