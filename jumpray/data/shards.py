@@ -164,7 +164,7 @@ class ShardSource:
         0.5 (:func:`~jumpray.data.decode.resolve_normalization`); the output size is the rows'.
         """
         from jumpray.config import DataConfig
-        from jumpray.data.augment import make_augmenter
+        from jumpray.data.augment import build_augmenter
 
         cfg = config or DataConfig()
         mean, std = resolve_normalization(
@@ -174,13 +174,8 @@ class ShardSource:
             index_mean=self.info.mean,
             index_std=self.info.std,
         )
-        return make_augmenter(
-            image_size=min(self.info.image_hw),
-            channels=self.info.channels,
-            mean=mean,
-            std=std,
-            recipe=cfg.augment,
-            strong_magnitude=cfg.strong_magnitude,
+        return build_augmenter(
+            cfg, channels=self.info.channels, image_hw=self.info.image_hw, mean=mean, std=std
         )
 
     def materialize(self) -> bool:
