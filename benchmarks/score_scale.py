@@ -20,27 +20,7 @@ Output: ``--out`` JSON and a short table. Run it on a quiet machine::
 
     python benchmarks/score_scale.py --work /tmp/jumpray-scale --out score-scale.json
 
-Measured (one run, 2 cores shared with other jobs, load average 4-5; 8x8 gray PNGs, cnn28, R = 1,
-2 actors x 0.5 CPU, batch 1024; 1M samples = 100 tars, 3.1 GB, written in 2 min):
-
-============================  ==============  ==============
-                              100,000         1,000,000
-============================  ==============  ==============
-wall (scan + score + write)   16.3 s          96.0 s
-of which the metadata scan    1.8 s           13.8 s
-first scored block after      8.8 s           7.1 s
-samples/s, end to end         6,155           10,416
-samples/s, after 1st block    17,460          13,319
-peak memory, sum of PSS       2,521 MiB       2,674 MiB  (x 1.06)
-peak memory, sum of RSS       4,478 MiB       4,609 MiB  (x 1.03)
-idle Ray (PSS), included      1,129 MiB       1,204 MiB
-plain loop, 1 process         5,726 /s        (not run)
-============================  ==============  ==============
-
-Time grows linearly once the fixed start-up (actors, weights, first read: about 8 s) is out:
-7.5 s -> 88.9 s for 10x the samples; memory stays flat (+6 % PSS for 10x the samples: the
-driver's per-sample metadata scan, about 100 bytes a sample). The actor pool matched the plain
-single-process loop at 100k including its start-up (1.07x) and ran 1.8x its rate at 1M.
+Measured figures: benchmarks/README.md, 'Scoring at scale'.
 """
 
 from __future__ import annotations

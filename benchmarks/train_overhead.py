@@ -19,24 +19,7 @@ shard scan (``read_shards``) and Ray's own start (``ray.init``) are timed apart.
 
     python benchmarks/train_overhead.py --limit 10000 --epochs 3 --out bench-train.json
 
-Measured on the project's 2-core box (no GPU) while other jobs shared it (1-minute load 4.5 to 7),
-two full runs, jumpteaching / cnn28, batch 128 per worker, rows cached in the object store:
-
-=====================  ==============  ==============
-                        run 1           run 2
-=====================  ==============  ==============
-(a) plain, 1 thread     11.4 s/epoch    14.8 s/epoch
-plain, 2 threads        (not run)       58.1 s/epoch
-(b) Ray Train, 1 wkr    11.6 s = 1.02x  10.1 s = 0.68x
-(c) Ray Train, 2 wkrs    6.4 s = 0.57x   6.4 s = 0.43x
-start-up (b) / (c)      17.1 / 20.5 s   19.7 / 18.9 s
-=====================  ==============  ==============
-
-Per epoch, Ray Train adds nothing measurable over the plain loop on the same thread budget (the
-differences are the box's load); two workers on two cores finish an epoch in about half the time
-of the 1-thread loop (final losses 0.351 / 0.353 / 0.351: the same learning). The price is a fixed
-17 to 21 s per ``fit()``. Reports reach the driver on Ray Train's 2 s poll, so epochs shorter than
-2 s are held to 2 s each (a worker's next report waits until the previous one was collected).
+Measured figures: benchmarks/README.md, 'Ray Train overhead'.
 """
 
 from __future__ import annotations
