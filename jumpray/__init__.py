@@ -17,7 +17,7 @@ The layers and their import direction are in docs/architecture.md ("Layers") and
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -38,22 +38,6 @@ __all__ = [
 ]
 # Loaded from jumpray.api on first use.
 _API = frozenset(__all__[1:])
-
-if TYPE_CHECKING:
-    from jumpray.api import (
-        CleanResult,
-        ScoreResult,
-        TrainResult,
-        TuneResult,
-        clean,
-        find_label_issues,
-        rank_label_issues,
-        read_shards,
-        score_shards,
-        train_model,
-        tune_sweep,
-        write_shards,
-    )
 
 
 def __getattr__(name: str) -> Any:

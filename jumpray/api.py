@@ -26,7 +26,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 
@@ -37,21 +37,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "clean",
-    "train",
-    "score",
-    "tune",
-    "train_model",
-    "score_shards",
-    "tune_sweep",
+    "CleanResult",
     "find_label_issues",
     "rank_label_issues",
     "read_shards",
-    "write_shards",
-    "CleanResult",
+    "RunResult",
+    "score",
+    "score_shards",
     "ScoreResult",
+    "train",
+    "train_model",
     "TrainResult",
+    "tune",
+    "tune_sweep",
     "TuneResult",
+    "write_shards",
 ]
+
+# What the functions take for a config: a YAML file, a shipped config's short name, a RunConfig
+# or a nested mapping; None = the defaults.
+ConfigSource: TypeAlias = "str | Path | RunConfig | Mapping[str, Any] | None"
 
 # The shard writers' module, named once: the data package may move them (one line to change).
 WRITERS_MODULE = "jumpray.data.sources"
@@ -62,23 +67,32 @@ READER_MODULE = "jumpray.data.shards"
 # Results
 
 
-@dataclass
-class ScoreResult:
-    """What :func:`score` produced.
+@dataclass(kw_only=True)
+class RunResult:
+    """What every command returns.
 
     Attributes:
-        summary: the content of OUT/summary.json.
+        summary: the command's summary (the content of its summary file).
         out: OUT.
-        labels_path: OUT/labels.parquet (docs/contract.md, 'Files written by score and clean').
-        run_id: the MLflow run, or None (not tracked).
+        run_id: the MLflow run (the parent run of a sweep), or None (not tracked).
         tracking_uri: the MLflow store of ``run_id``.
     """
 
     summary: dict[str, Any]
     out: Path
-    labels_path: Path
     run_id: str | None = None
     tracking_uri: str | None = None
+
+
+@dataclass(kw_only=True)
+class ScoreResult(RunResult):
+    """What :func:`score` produced; ``summary`` is OUT/summary.json.
+
+    Attributes:
+        labels_path: OUT/labels.parquet (docs/contract.md, 'Files written by score and clean').
+    """
+
+    labels_path: Path
 
     @property
     def labels(self) -> pa.Table:
@@ -88,61 +102,48 @@ class ScoreResult:
         return pq.read_table(self.labels_path)
 
 
-@dataclass
+@dataclass(kw_only=True)
+class TrainResult(RunResult):
+    """What :func:`train` produced; ``summary`` is OUT/train_summary.json.
+
+    Attributes:
+        checkpoint: OUT/checkpoint (``jumpray score --checkpoint`` reads it).
+        model_uri: the trained network as an MLflow model (``runs:/RUN_ID/model``), or None.
+    """
+
+    checkpoint: Path
+    model_uri: str | None = None
+
+
+@dataclass(kw_only=True)
 class CleanResult(ScoreResult):
     """What :func:`clean` produced: a :class:`ScoreResult` plus the training's outputs.
 
     Attributes:
+        checkpoint: OUT/checkpoint.
         model_uri: the trained network as an MLflow model (``runs:/RUN_ID/model``), or None.
         clean_shards: OUT/clean-shards (the kept samples), or None without ``write_shards``.
-        checkpoint: OUT/checkpoint.
     """
 
+    checkpoint: Path
     model_uri: str | None = None
     clean_shards: Path | None = None
-    checkpoint: Path | None = None
 
 
-@dataclass
-class TrainResult:
-    """What :func:`train` produced.
-
-    Attributes:
-        summary: the content of OUT/train_summary.json.
-        out: OUT.
-        checkpoint: OUT/checkpoint (``jumpray score --checkpoint`` reads it).
-        run_id, tracking_uri: the MLflow run, or None.
-        model_uri: the trained network as an MLflow model (``runs:/RUN_ID/model``), or None.
-    """
-
-    summary: dict[str, Any]
-    out: Path
-    checkpoint: Path
-    run_id: str | None = None
-    tracking_uri: str | None = None
-    model_uri: str | None = None
-
-
-@dataclass
-class TuneResult:
-    """What :func:`tune` produced.
+@dataclass(kw_only=True)
+class TuneResult(RunResult):
+    """What :func:`tune` produced; ``summary`` holds the sweep's numbers (trial counts, the
+    metric's spread, ...).
 
     Attributes:
-        summary: the sweep's numbers (trial counts, the metric's spread, ...).
-        out: OUT.
         best_config: OUT/best.yaml (``jumpray.clean(..., config=best_config)``), or None when no
             trial reported the metric.
         best: the best trial (params, metrics), or None.
-        run_id, tracking_uri: the MLflow parent run, or None.
         sweep: the full :class:`jumpray.tune.sweep.SweepResult`.
     """
 
-    summary: dict[str, Any]
-    out: Path
     best_config: Path | None
     best: dict[str, Any] | None = None
-    run_id: str | None = None
-    tracking_uri: str | None = None
     sweep: Any = field(default=None, repr=False)
 
 
@@ -199,6 +200,19 @@ def _opt_path(value: str | Path | None) -> Path | None:
     return None if value is None else Path(value)
 
 
+# Summary entries the jobs return for the CLI's console lines only.
+_CONSOLE_ONLY = ("log_path", "tracker")
+
+
+def _run_job(
+    job: Any, cfg: Any, shards: Any, out: Path, test_shards: Any, **kwargs: Any
+) -> dict[str, Any]:
+    """``job(cfg, shards=, out=, test_shards=, **kwargs)`` with the paths as the CLI passes them;
+    returns the job's summary without its console-only entries."""
+    result = job(cfg, shards=Path(shards), out=out, test_shards=_opt_path(test_shards), **kwargs)
+    return {k: v for k, v in result.items() if k not in _CONSOLE_ONLY}
+
+
 # ---------------------------------------------------------------------------------------------
 # The commands
 
@@ -207,12 +221,12 @@ def clean(
     shards: str | Path,
     out: str | Path,
     *,
-    config: str | Path | RunConfig | Mapping[str, Any] | None = None,
-    test_shards: str | Path | None = None,
+    config: ConfigSource = None,
     write_shards: bool = True,
-    address: str | None = None,
     overwrite: bool = False,
     verbose: bool = False,
+    test_shards: str | Path | None = None,
+    address: str | None = None,
     **overrides: Any,
 ) -> CleanResult:
     """Train, score, decide and write: ``jumpray clean`` (docs/contract.md).
@@ -241,19 +255,17 @@ def clean(
     from jumpray.jobs.clean import CLEAN_SHARDS, run_clean
     from jumpray.score.outputs import LABELS_FILE
 
-    cfg = _load(config, overrides)
     out = Path(out)
-    summary = run_clean(
-        cfg,
-        shards=Path(shards),
-        out=out,
-        test_shards=_opt_path(test_shards),
+    options = {"address": address, "overwrite": overwrite, "verbose": verbose}
+    summary = _run_job(
+        run_clean,
+        _load(config, overrides),
+        shards,
+        out,
+        test_shards,
         write_shards=write_shards,
-        address=address,
-        overwrite=overwrite,
-        verbose=verbose,
+        **options,
     )
-    summary = {k: v for k, v in summary.items() if k not in ("log_path", "tracker")}
     return CleanResult(
         summary=summary,
         out=out,
@@ -279,10 +291,10 @@ def train(
     shards: str | Path,
     out: str | Path,
     *,
-    config: str | Path | RunConfig | Mapping[str, Any] | None = None,
     test_shards: str | Path | None = None,
-    resume: bool = False,
+    config: ConfigSource = None,
     address: str | None = None,
+    resume: bool = False,
     overwrite: bool = False,
     verbose: bool = False,
     **overrides: Any,
@@ -301,19 +313,11 @@ def train(
     """
     from jumpray.jobs.train import run_train
 
-    cfg = _load(config, overrides)
     out = Path(out)
-    summary = run_train(
-        cfg,
-        shards=Path(shards),
-        out=out,
-        test_shards=_opt_path(test_shards),
-        address=address,
-        resume=resume,
-        overwrite=overwrite,
-        verbose=verbose,
+    options = {"address": address, "overwrite": overwrite, "verbose": verbose}
+    summary = _run_job(
+        run_train, _load(config, overrides), shards, out, test_shards, resume=resume, **options
     )
-    summary = {k: v for k, v in summary.items() if k not in ("log_path", "tracker")}
     return TrainResult(
         summary=summary,
         out=out,
@@ -329,10 +333,10 @@ def score(
     out: str | Path,
     *,
     checkpoint: str | Path,
-    config: str | Path | RunConfig | Mapping[str, Any] | None = None,
     test_shards: str | Path | None = None,
-    address: str | None = None,
+    config: ConfigSource = None,
     overwrite: bool = False,
+    address: str | None = None,
     verbose: bool = False,
     **overrides: Any,
 ) -> ScoreResult:
@@ -356,18 +360,11 @@ def score(
 
     path, extra = _config_parts(config, overrides)
     out = Path(out)
-    summary = run_score(
-        shards=Path(shards),
-        checkpoint=str(checkpoint) if is_model_uri(checkpoint) else Path(checkpoint),
-        out=out,
-        test_shards=_opt_path(test_shards),
-        config=path,
-        overrides=extra,
-        address=address,
-        overwrite=overwrite,
-        verbose=verbose,
-    )
-    summary = {k: v for k, v in summary.items() if k != "log_path"}
+    paths = {"shards": Path(shards), "out": out, "test_shards": _opt_path(test_shards)}
+    options = {"address": address, "overwrite": overwrite, "verbose": verbose}
+    model = str(checkpoint) if is_model_uri(checkpoint) else Path(checkpoint)
+    summary = run_score(checkpoint=model, config=path, overrides=extra, **paths, **options)
+    summary = {k: v for k, v in summary.items() if k not in _CONSOLE_ONLY}
     return ScoreResult(summary=summary, out=out, labels_path=out / LABELS_FILE)
 
 
@@ -375,10 +372,10 @@ def tune(
     shards: str | Path,
     out: str | Path,
     *,
-    config: str | Path | RunConfig | Mapping[str, Any] | None = None,
+    config: ConfigSource = None,
     test_shards: str | Path | None = None,
-    resume: bool = False,
     address: str | None = None,
+    resume: bool = False,
     **overrides: Any,
 ) -> TuneResult:
     """A Ray Tune (ASHA) sweep, each trial a Ray Train run: ``jumpray tune`` (docs/contract.md).
@@ -394,15 +391,9 @@ def tune(
     """
     from jumpray.jobs.tune import run_tune
 
-    cfg = _load(config, overrides)
-    result = run_tune(
-        cfg,
-        shards=Path(shards),
-        out=Path(out),
-        test_shards=_opt_path(test_shards),
-        address=address,
-        resume=resume,
-    )
+    path, extra = _config_parts(config, overrides)
+    paths = {"shards": Path(shards), "out": Path(out), "test_shards": _opt_path(test_shards)}
+    result = run_tune(config=path, overrides=extra, resume=resume, address=address, **paths)
     best = result.out / "best.yaml"
     return TuneResult(
         summary=dict(result.numbers),
@@ -441,14 +432,15 @@ def find_label_issues(
     given_labels: np.ndarray,
     pred_probs: np.ndarray,
     *,
-    config: str | Path | RunConfig | Mapping[str, Any] | None = None,
-    decision: str | None = None,
-    filter_by: str | None = None,
-    rank_by: str | None = None,
+    config: ConfigSource = None,
+    decision: Literal["confident", "threshold"] | None = None,
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_joint"]
+    | None = None,
+    rank_by: Literal["self_confidence", "normalized_margin"] | None = None,
     min_examples_per_class: int | None = None,
     exclude_predicted_given: bool | None = None,
     threshold: float | None = None,
-    formula: str | None = None,
+    formula: Literal["prob", "margin"] | None = None,
     top_k: int | None = None,
 ) -> np.ndarray:
     """Which given labels are probably wrong, decided as ``jumpray clean`` decides.
@@ -495,34 +487,20 @@ def rank_label_issues(
     given_labels: np.ndarray,
     pred_probs: np.ndarray,
     *,
-    config: str | Path | RunConfig | Mapping[str, Any] | None = None,
-    decision: str | None = None,
-    filter_by: str | None = None,
-    rank_by: str | None = None,
-    min_examples_per_class: int | None = None,
-    exclude_predicted_given: bool | None = None,
-    threshold: float | None = None,
-    formula: str | None = None,
-    top_k: int | None = None,
+    config: ConfigSource = None,
+    **options: Any,
 ) -> np.ndarray:
     """The label issues most suspicious first: the rows :func:`find_label_issues` flags, in the
     order of the label table's ``rank`` (lowest ``label_score`` first, ties to the lower row).
 
-    Args: as :func:`find_label_issues`.
+    Args:
+        given_labels, pred_probs, config: as in :func:`find_label_issues`.
+        **options: the options of :func:`find_label_issues` (``decision``, ``filter_by``,
+            ``rank_by``, ...); an unknown one raises ConfigError listing the valid keys.
 
     Returns:
         (M,) int64 row positions, M = the number of issues.
     """
-    options = {
-        "decision": decision,
-        "filter_by": filter_by,
-        "rank_by": rank_by,
-        "min_examples_per_class": min_examples_per_class,
-        "exclude_predicted_given": exclude_predicted_given,
-        "threshold": threshold,
-        "formula": formula,
-        "top_k": top_k,
-    }
     rank = np.asarray(_decide(given_labels, pred_probs, config, options)["rank"])
     rows = np.flatnonzero(rank > 0)
     return rows[np.argsort(rank[rows], kind="stable")].astype(np.int64)
@@ -535,7 +513,7 @@ def rank_label_issues(
 def read_shards(
     folder: str | Path,
     *,
-    config: str | Path | RunConfig | Mapping[str, Any] | None = None,
+    config: ConfigSource = None,
     address: str | None = None,
     **options: Any,
 ) -> Any:

@@ -60,17 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the shards with the checkpoint's snapshots; print a one-screen summary."""
-    summary = run_score(
-        shards=args.shards,
-        checkpoint=args.checkpoint,
-        out=args.out,
-        test_shards=args.test_shards,
-        config=args.config,
-        overrides=args.overrides,
-        address=args.address,
-        overwrite=args.overwrite,
-        verbose=args.verbose,
-    )
+    from jumpray.jobs._run import job_arguments
+
+    names = ("shards", "checkpoint", "out", "test_shards", "config", "overrides", "address")
+    summary = run_score(**job_arguments(args, *names, "overwrite", "verbose"))
     echo(summary_text(summary, out=args.out, command="score", log_path=summary["log_path"]))
     return 0
 

@@ -53,16 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read the shards, train, print a one-screen summary; returns 0."""
     cfg = load_config(args.config, args.overrides)
-    summary = run_train(
-        cfg,
-        shards=args.shards,
-        out=args.out,
-        test_shards=args.test_shards,
-        address=args.address,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        verbose=args.verbose,
-    )
+    from jumpray.jobs._run import job_arguments
+
+    names = ("shards", "out", "test_shards", "address", "resume", "overwrite", "verbose")
+    summary = run_train(cfg, **job_arguments(args, *names))
     echo(
         summary_text(
             summary, out=args.out, log_path=summary["log_path"], tracker=summary["tracker"]
@@ -76,10 +70,10 @@ def run_train(
     *,
     shards: Path,
     out: Path,
-    test_shards: Path | None = None,
-    address: str | None = None,
     resume: bool = False,
+    test_shards: Path | None = None,
     overwrite: bool = False,
+    address: str | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """The train job (module docstring); returns the summary written to OUT/train_summary.json.
@@ -92,23 +86,11 @@ def run_train(
     The summary's ``log_path`` is the log file (None when verbose) and ``tracker`` the MLflow
     tracker, both for the caller's summary lines (not written to the file).
     """
-    from jumpray.jobs._run import resume_name, run_session
-    from jumpray.runs import claim_output
+    from jumpray.jobs._run import claim_shard_run, resume_name, run_session
 
     if resume:
         resume_name(out, required=True)
-    claim = claim_output(
-        out,
-        command="train",
-        sources=[shards, test_shards],
-        inputs={"shards": shards, "test_shards": test_shards},
-        overwrite=overwrite,
-        resume=resume,
-    )
-    from jumpray.data.scan import check_shard_folders
-
-    # A wrong path fails here, in a second, not after Ray has started.
-    check_shard_folders(shards, test_shards)
+    claim = claim_shard_run("train", out, shards, test_shards, overwrite=overwrite, resume=resume)
     with run_session(claim, verbose=verbose) as session:
         summary, tracker = _train(cfg, session, shards, test_shards, address, resume=claim.resume)
     return summary | {"log_path": session.log_path, "tracker": tracker}

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jumpray.cli import add_config_arguments
-from jumpray.config import RunConfig, load_config
+from jumpray.config import load_config
 from jumpray.errors import ConfigError, UsageError
 
 __all__ = ["add_arguments", "run", "run_tune", "summary_text"]
@@ -77,20 +77,10 @@ def _check_fresh_out(out: Path, *, resume: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run or resume the sweep and print a one-screen summary; 130 when it was interrupted."""
-    if args.resume and (args.config or args.overrides):
-        raise ConfigError(
-            "--resume continues the sweep with the config it was started with; drop --config "
-            "and the overrides (or start a new --out)"
-        )
-    cfg = load_config(args.config, args.overrides)
-    result = run_tune(
-        cfg,
-        shards=args.shards,
-        out=args.out,
-        test_shards=args.test_shards,
-        address=args.address,
-        resume=args.resume,
-    )
+    from jumpray.jobs._run import job_arguments
+
+    names = ("shards", "out", "config", "overrides", "resume", "test_shards", "address")
+    result = run_tune(**job_arguments(args, *names))
     print(summary_text(result, shards=args.shards, test_shards=args.test_shards))
     if result.complete:
         return 0
@@ -99,13 +89,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_tune(
-    cfg: RunConfig,
     *,
     shards: Path,
     out: Path,
+    config: str | Path | None = None,
+    overrides: Any = (),
+    resume: bool = False,
     test_shards: Path | None = None,
     address: str | None = None,
-    resume: bool = False,
 ) -> Any:
     """The tune job (module docstring); returns the :class:`jumpray.tune.sweep.SweepResult`.
 
@@ -113,8 +104,18 @@ def run_tune(
     here is shut down at the end, one the caller started never is.
 
     Args:
-        resume: continue the sweep in ``out`` with its saved config (``cfg`` is then unused).
+        config, overrides: ``--config`` and the dotted overrides (or a nested mapping).
+        resume: continue the sweep in ``out`` with its saved config (no config or overrides).
+
+    Raises:
+        ConfigError: ``resume`` with a config or overrides.
     """
+    if resume and (config or overrides):
+        raise ConfigError(
+            "--resume continues the sweep with the config it was started with; drop --config "
+            "and the overrides (or start a new --out)"
+        )
+    cfg = load_config(config, overrides)
     import sys
 
     from jumpray.data.scan import check_shard_folders

@@ -57,14 +57,7 @@ class NoopTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
-    def log_pytorch_model(
-        self,
-        model: Any,
-        *,
-        name: str = "model",
-        input_example: Any = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> str | None:
+    def log_pytorch_model(self, model: Any, **options: Any) -> str | None:
         """Log a torch module as an MLflow model; returns its ``runs:/`` URI (None: not logged)."""
         return None
 

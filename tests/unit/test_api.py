@@ -34,14 +34,10 @@ def test_package_exports_the_api_lazily():
 
 def _table_decision(tmp_path, rows, c, rule):
     """is_label_issue and rank as ``jumpray score`` writes them (idx order)."""
-    _rules_table._write_raw(tmp_path / ".raw.parquet", rows, parts=4, k=c)
-    decide_table(
-        tmp_path / ".raw.parquet",
-        tmp_path / "labels.parquet",
-        rule,
-        schema=labels_schema(has_clean_labels=True, top_k=c),
-        first_pass=0,
-    )
+    raw, final = tmp_path / ".raw.parquet", tmp_path / "labels.parquet"
+    _rules_table._write_raw(raw, rows, parts=4, k=c)
+    schema = labels_schema(has_clean_labels=True, top_k=c)
+    decide_table(raw, final, rule, schema=schema, first_pass=0)
     table = pq.read_table(tmp_path / "labels.parquet").sort_by("idx")
     rank = np.asarray(table.column("rank").fill_null(0).to_pylist())
     return np.asarray(table.column("is_label_issue").to_pylist()), rank
