@@ -272,19 +272,10 @@ def clean(
         labels_path=out / LABELS_FILE,
         run_id=summary.get("mlflow_run_id"),
         tracking_uri=summary.get("mlflow_tracking_uri"),
-        model_uri=_train_summary(out).get("mlflow_model_uri"),
+        model_uri=summary.get("mlflow_model_uri"),
         clean_shards=out / CLEAN_SHARDS if write_shards else None,
         checkpoint=out / "checkpoint",
     )
-
-
-def _train_summary(out: Path) -> dict[str, Any]:
-    import json
-
-    from jumpray.train.launch import SUMMARY_FILE
-
-    path = out / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def train(

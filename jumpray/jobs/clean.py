@@ -151,6 +151,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
             "train_wall_s": round(train_s, 1),
             "train_epochs": len(result.history),
             "checkpoint": str(result.checkpoint_dir),
+            "mlflow_model_uri": result.summary.get("mlflow_model_uri"),
         }
         extra |= {k: v for k, v in result.summary.items() if k.startswith(STARTUP_PREFIXES)}
         if "test_accuracy" in final:

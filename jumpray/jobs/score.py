@@ -203,6 +203,8 @@ def summary_text(
         f"({s['scoring_samples_per_s']:.1f} samples/s)"
     )
     lines.append(f"  outputs: {out}/labels.parquet, summary.json, quarantine.parquet, report.html")
+    if s.get("mlflow_model_uri"):
+        lines.append(f"  MLflow model: {s['mlflow_model_uri']} (jumpray score --checkpoint URI)")
     if log_path is not None:
         lines.append(f"  log (Ray's output): {shown(log_path)}")
     if tracker is not None:
