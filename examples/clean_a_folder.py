@@ -50,7 +50,9 @@ test_images, test_labels = load_fashion_mnist("test", limit=max(LIMIT // 3, 100)
 
 # %% The folder (and a clean test set) as shards
 index = jumpray.write_shards(WORK / "shards", folder=FOLDER)
-jumpray.write_shards(WORK / "test-shards", test_images, test_labels, class_names=class_dirs)
+jumpray.write_shards(
+    WORK / "test-shards", test_images, test_labels, num_classes=10, class_names=class_dirs
+)
 print(f"{index.num_samples} images in {len(index.class_names)} classes -> {WORK / 'shards'}")
 
 # %% Clean: train Jump-teaching, score every image, decide, write the kept images
