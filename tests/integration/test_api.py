@@ -218,7 +218,6 @@ def test_tune_without_a_caller_ray(data, tmp_path):
             tune={
                 "searcher": "grid",
                 "num_samples": 1,
-                "epochs": 1,
                 "grace_period": 1,
                 "search_space": {"jump.interval": {"grid": [1]}},
             },
