@@ -153,8 +153,8 @@ def _after_first(values: list[float]) -> float:
 
 def write_data(work: Path, n: int) -> dict[str, Path]:
     """Fashion-MNIST shards of the first ``n`` training images (sym:0.4, seed 0) and their rows."""
+    from jumpray.data.convert import write_fashion_mnist
     from jumpray.data.scan import read_shard_rows, scan_folder
-    from jumpray.data.sources import write_fashion_mnist
 
     folder = work / f"fm-{n}"
     rows = work / f"fm-{n}.npz"

@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
+    from jumpray.data.convert import write_fashion_mnist
     from jumpray.data.schema import read_index
-    from jumpray.data.sources import write_fashion_mnist
     from jumpray.log import setup_logging
     from jumpray.ray_utils import init_ray
 

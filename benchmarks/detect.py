@@ -60,8 +60,8 @@ REPO = dd.REPO
 
 def write_task_shards(task: str, work: Path, cache: Path) -> tuple[Path, Path, dict[str, Any]]:
     """The task's training shards (given + clean labels) and the test shards, written once."""
+    from jumpray.data.convert import write_arrays, write_fashion_mnist
     from jumpray.data.fashion_mnist import FASHION_MNIST_CLASSES
-    from jumpray.data.sources import write_arrays, write_fashion_mnist
 
     data = dd.load_task(task, cache)
     train = work / f"train-{task.replace(':', '')}"

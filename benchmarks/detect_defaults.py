@@ -54,9 +54,9 @@ import torch  # noqa: E402
 
 from jumpray.config import RunConfig, load_config  # noqa: E402
 from jumpray.core import detection_metrics  # noqa: E402
+from jumpray.data.convert import apply_array_noise  # noqa: E402
 from jumpray.data.decode import PixelStats  # noqa: E402
 from jumpray.data.fashion_mnist import load_fashion_mnist  # noqa: E402
-from jumpray.data.sources import apply_noise  # noqa: E402
 
 NUM_CLASSES = 10
 N_TRAIN = 10_000
@@ -82,18 +82,9 @@ def pixel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def noisy_labels(images: np.ndarray, clean: np.ndarray, spec: str, *, seed: int = 0) -> np.ndarray:
-    """The given labels ``jumpray shards`` / :func:`jumpray.data.sources.write_arrays` draws."""
-    features = None
-    if spec.startswith("instance"):
-        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        features = (flat - flat.mean()) / max(float(flat.std()), 1e-6)
-    given, _ = apply_noise(
-        clean,
-        spec=spec,
-        num_classes=NUM_CLASSES,
-        seed=seed,
-        features=features,
-        asym_map="fashion_mnist",
+    """The given labels ``jumpray shards`` / :func:`jumpray.data.convert.write_arrays` draws."""
+    given, _ = apply_array_noise(
+        images, clean, spec=spec, num_classes=NUM_CLASSES, seed=seed, asym_map="fashion_mnist"
     )
     return given
 
@@ -217,33 +208,31 @@ def to_arrays(images: np.ndarray, given: np.ndarray, clean: np.ndarray):
 class HistoryRecorder:
     """Per epoch: each sample's training-forward log-probabilities (T = 1) and committed flags.
 
-    A forward hook on the network keeps the logits of the step in flight; a wrapper around
-    ``train_step`` files them under the batch's ``idx``. No extra forward pass.
+    A forward hook on the network keeps the logits of the step in flight; :meth:`on_batch`
+    (run_local's ``on_batch``, called after each step) files them under the batch's ``idx``. No
+    extra forward pass.
     """
 
     def __init__(self, num_samples: int, epochs: int):
         self.logp = np.zeros((epochs, num_samples, NUM_CLASSES), dtype=np.float16)
         self.flags = np.zeros((epochs, num_samples), dtype=bool)
         self._logits: torch.Tensor | None = None
+        self._epoch = 0  # the epoch in flight: on_epoch moves it on
 
     def install(self, method) -> None:
         net = method.nets[0]
         net.register_forward_hook(lambda mod, inp, out: setattr(self, "_logits", out[0]))
-        step = method.train_step
 
-        def recording_step(batch, *, epoch: int):
-            out = step(batch, epoch=epoch)
-            if not batch.dummy and self._logits is not None:
-                lp = torch.log_softmax(self._logits.detach().float(), dim=1)
-                self.logp[epoch, batch.idx.numpy()] = lp.cpu().numpy().astype(np.float16)
-            return out
-
-        method.train_step = recording_step
+    def on_batch(self, batch, out) -> None:
+        if not batch.dummy and self._logits is not None:
+            lp = torch.log_softmax(self._logits.detach().float(), dim=1)
+            self.logp[self._epoch, batch.idx.numpy()] = lp.cpu().numpy().astype(np.float16)
 
     def on_epoch(self, epoch: int, method) -> None:
         flags = getattr(method, "flags", None)
         if flags is not None:
             self.flags[epoch] = flags.current().numpy()
+        self._epoch = epoch + 1
 
 
 def train_local(cfg: RunConfig, train, *, mean, std, record: bool = True, keep: int = KEEP):
@@ -270,7 +259,14 @@ def train_local(cfg: RunConfig, train, *, mean, std, record: bool = True, keep: 
     local.build_method = build
     try:
         result = local.run_local(
-            cfg, train, None, num_classes=NUM_CLASSES, mean=mean, std=std, on_epoch=on_epoch
+            cfg,
+            train,
+            None,
+            num_classes=NUM_CLASSES,
+            mean=mean,
+            std=std,
+            on_epoch=on_epoch,
+            on_batch=recorder.on_batch if recorder is not None else None,
         )
     finally:
         local.build_method = real_build

@@ -206,7 +206,7 @@ def ray_run(folder: Path, work: Path, cfg, weights, model_args, size: int) -> di
         )
         with MemorySampler() as mem:
             t0 = time.perf_counter()
-            source = read_shards(folder, cfg.data, num_classes=C, materialize=False)
+            source = read_shards(folder, cfg.data, num_classes=C)
             stats = LabelStats(C, gallery_size=16)
             run = score_shards(
                 source, snaps, cfg, labels_path=work / f"labels-{folder.name}.parquet", stats=stats

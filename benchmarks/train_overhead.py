@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from jumpray.config import load_config
-    from jumpray.data.sources import write_fashion_mnist
+    from jumpray.data.convert import write_fashion_mnist
     from jumpray.log import setup_logging
     from jumpray.ray_utils import init_ray
 

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _sweep(args: argparse.Namespace, noise: str, data: Path, out: Path) -> dict[str, Any]:
     from jumpray.config import load_config
-    from jumpray.data.sources import write_fashion_mnist
+    from jumpray.data.convert import write_fashion_mnist
     from jumpray.tune.report import rank_correlation
     from jumpray.tune.sweep import run_sweep
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-tune"))
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from jumpray.data.sources import write_fashion_mnist
+    from jumpray.data.convert import write_fashion_mnist
     from jumpray.ray_utils import init_ray
 
     out = args.out.resolve()

@@ -59,7 +59,7 @@ __all__ = [
 ConfigSource: TypeAlias = "str | Path | RunConfig | Mapping[str, Any] | None"
 
 # The shard writers' module, named once: the data package may move them (one line to change).
-WRITERS_MODULE = "jumpray.data.sources"
+WRITERS_MODULE = "jumpray.data.convert"
 READER_MODULE = "jumpray.data.shards"
 
 

@@ -3,12 +3,16 @@
 Public names are re-exported lazily: ``import jumpray.data`` imports neither Ray, webdataset nor
 PIL; each name loads its module on first use.
 
-- writing: :class:`ShardWriter`, :func:`write_arrays`, :func:`write_fashion_mnist`,
-  :func:`write_from_list`, :func:`write_from_folder`
-- reading: :func:`read_shards` (Ray Data) -> :class:`ShardSource`, :func:`scan_folder` (no Ray),
-  :func:`iter_plain` (the webdataset package, one process, for comparison)
+- converting sources to shards (:mod:`jumpray.data.convert`): :func:`write_arrays`,
+  :func:`write_fashion_mnist`, :func:`write_from_list`, :func:`write_from_folder`, all through
+  :class:`ShardWriter`
+- reading shards: :func:`read_shards` (Ray Data) -> :class:`ShardSource`, :func:`scan_folder`
+  (no Ray), :func:`iter_plain` (the webdataset package, one process, for comparison)
+- chosen samples by (shard, key): :func:`copy_samples` (into a new folder),
+  :func:`read_sample_images` (previews)
 - per batch: :func:`decode_image`, :func:`make_augmenter` / :class:`Augmenter`
-- contract: :mod:`jumpray.data.schema`, the quarantine table :mod:`jumpray.data.quarantine`
+- contract: :mod:`jumpray.data.schema` (its :func:`parse_sample` is the one sample parser of
+  every reader), the quarantine table :mod:`jumpray.data.quarantine`
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from typing import Any
 _EXPORTS = {
     "ShardWriter": "writer",
     "ProgressLog": "writer",
-    "write_arrays": "sources",
-    "write_fashion_mnist": "sources",
-    "write_from_list": "sources",
-    "write_from_folder": "sources",
-    "read_list_file": "sources",
-    "apply_noise": "sources",
+    "write_arrays": "convert",
+    "write_fashion_mnist": "convert",
+    "write_from_list": "convert",
+    "write_from_folder": "convert",
+    "read_list_file": "convert",
+    "apply_noise": "convert",
     "read_shards": "shards",
     "scan_folder": "scan",
     "read_shard_rows": "scan",
@@ -39,6 +43,10 @@ _EXPORTS = {
     "augment_batch": "augment",
     "ShardIndex": "schema",
     "read_index": "schema",
+    "ParsedSample": "schema",
+    "parse_sample": "schema",
+    "copy_samples": "subset",
+    "read_sample_images": "subset",
     "QuarantineLog": "quarantine",
     "QUARANTINE_SCHEMA": "quarantine",
 }

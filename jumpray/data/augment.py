@@ -26,14 +26,26 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from jumpray.data.decode import resolve_normalization
 from jumpray.errors import ConfigError
 
-__all__ = ["Augmenter", "make_augmenter", "augment_batch", "STRONG_OPS", "RECIPES"]
+if TYPE_CHECKING:
+    from jumpray.config import DataConfig
+
+__all__ = [
+    "Augmenter",
+    "make_augmenter",
+    "build_augmenter",
+    "augment_batch",
+    "STRONG_OPS",
+    "RECIPES",
+]
 
 RECIPES = ("auto", "small", "large", "none")
 _SMALL_MAX = 64  # "auto": images up to this side use the small recipe
@@ -313,6 +325,48 @@ def make_augmenter(
         )
     pad = {"small": 4, "large": image_size // 8, "none": 0}[recipe]
     return Augmenter(image_size, channels, mean_t, std_t, recipe, pad, strong_magnitude)
+
+
+def build_augmenter(
+    data: DataConfig,
+    *,
+    channels: int,
+    image_hw: Sequence[int],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    recipe: str | None = None,
+) -> Augmenter:
+    """The :class:`Augmenter` for rows of ``channels`` x ``image_hw`` images under ``data``.
+
+    The one place that turns ``data.*`` settings into views: training (the plain loop and the Ray
+    Train worker) and the bench build their augmenter here.
+
+    Args:
+        data: the run's ``data`` config (``image_size``, ``mean``/``std``, ``augment``,
+            ``strong_magnitude``).
+        channels: C of the rows.
+        image_hw: (H, W) of the rows; the views are ``data.image_size`` or else the shorter side.
+        mean, std: the normalisation already resolved for these rows (the launcher's
+            :func:`~jumpray.data.decode.resolve_normalization` with the shards' suggestion);
+            None = ``data.mean``/``data.std``, else 0.5.
+        recipe: overrides ``data.augment`` (for example ``none`` for test views only).
+
+    Raises:
+        ConfigError: see :func:`make_augmenter`.
+    """
+    mean_t, std_t = resolve_normalization(
+        mean if mean is not None else data.mean,
+        std if std is not None else data.std,
+        channels=channels,
+    )
+    return make_augmenter(
+        image_size=data.image_size or min(int(v) for v in image_hw),
+        channels=channels,
+        mean=mean_t,
+        std=std_t,
+        recipe=recipe or data.augment,
+        strong_magnitude=data.strong_magnitude,
+    )
 
 
 @functools.lru_cache(maxsize=8)

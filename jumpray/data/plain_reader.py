@@ -7,7 +7,8 @@ schema of :mod:`jumpray.data.schema`, plus ``weak``/``strong`` with an augmenter
 Safety is explicit rather than inherited from webdataset's defaults: ``select_files`` keeps only
 image, ``cls``, ``json`` and ``txt`` members while the tar is read, and decoding is done here by
 hand, never with ``.decode()`` (whose default handlers would unpickle ``pyd``/``pickle``
-members). Bad samples follow ``on_error`` like the Ray reader, but this reader runs no metadata
+members). Each sample is parsed by :func:`jumpray.data.schema.parse_sample`, like the Ray reader's,
+and bad samples follow ``on_error`` with the same reasons; but this reader runs no metadata
 scan: duplicate idx values and truncation-lost samples are not detected here.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,15 +29,11 @@ from jumpray.data.schema import (
     GIVEN_LABEL,
     IDX,
     IMAGE,
-    IMAGE_SUFFIXES,
     KEY,
-    LABEL_SUFFIX,
-    META_SUFFIX,
     READ_SUFFIXES,
     SHARD,
     list_shard_files,
-    parse_label_member,
-    parse_meta_member,
+    parse_sample,
     split_member_name,
 )
 from jumpray.errors import DataError
@@ -47,20 +45,21 @@ def _wanted(name: str) -> bool:
     return split_member_name(name)[1] in READ_SUFFIXES
 
 
-def _row(sample: dict, position: int, *, channels, image_size) -> tuple:
-    """(key, shard, idx, given, clean, image) of one webdataset sample dict."""
-    image = next((sample[s] for s in IMAGE_SUFFIXES if s in sample), None)
-    if image is None:
-        raise DataError(f"no image member (one of {', '.join(IMAGE_SUFFIXES)})")
-    given = parse_label_member(sample.get(LABEL_SUFFIX))
-    if given is None:
-        raise DataError("no cls member, or cls is not an integer")
-    idx, clean, problem = parse_meta_member(sample.get(META_SUFFIX))
-    if problem:
-        raise DataError(problem)
-    pixels = decode_image(image, channels=channels, image_size=image_size)
+def _row(
+    sample: dict[str, Any], position: int, *, channels: int | None, image_size: int | None
+) -> tuple:
+    """(key, shard, idx, given, clean, image) of one webdataset sample dict.
+
+    Raises:
+        DataError: the sample is unusable (the reason of :func:`parse_sample` or the decoder).
+    """
+    parsed = parse_sample(sample)
+    if parsed.problem:
+        raise DataError(parsed.problem)
+    pixels = decode_image(parsed.image or b"", channels=channels, image_size=image_size)
+    idx = position if parsed.idx < 0 else parsed.idx
     shard = Path(sample["__url__"]).name
-    return sample["__key__"], shard, position if idx < 0 else idx, given, clean, pixels
+    return sample["__key__"], shard, idx, parsed.given_label, parsed.clean_label, pixels
 
 
 def iter_plain(

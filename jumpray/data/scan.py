@@ -2,7 +2,9 @@
 
 :func:`jumpray.data.shards.read_shards` runs both inside Ray; tests and tools can run them
 directly. Pass 1, :func:`scan_folder` (:func:`scan_shard` per tar), reads tar headers and the
-small ``cls``/``json`` members only: image bytes are skipped, other members never read. It finds,
+small ``cls``/``json`` members; image bytes are read only for the first
+:data:`HEADERS_PER_SHARD` usable samples of each tar, whose image headers (no pixel decoded) tell
+the reader the folder's image sizes; other members are never read. It finds,
 per sample: a truncated or corrupt tar, a missing image member, a missing or non-integer ``cls``,
 bad ``json``, a label or clean label out of [0, C), an idx out of [0, num_samples), a duplicate idx
 or key (the first in (shard, position) order is kept); and per shard: an empty tar, a tar
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from jumpray.data.decode import decode_image
+from jumpray.data.decode import decode_image, image_header
 from jumpray.data.quarantine import OnError, QuarantineLog, lost_key
 from jumpray.data.schema import (
     CLEAN_LABEL,
@@ -44,8 +46,7 @@ from jumpray.data.schema import (
     ShardIndex,
     infer_num_classes,
     list_shard_files,
-    parse_label_member,
-    parse_meta_member,
+    parse_sample,
     read_index,
 )
 from jumpray.data.tario import TarSampleReader
@@ -59,12 +60,14 @@ __all__ = [
     "scan_shard",
     "scan_folder",
     "read_shard_rows",
-    "first_image",
+    "HEADERS_PER_SHARD",
 ]
 
 log = get_logger(__name__)
 
 _SCAN_SUFFIXES = frozenset((LABEL_SUFFIX, META_SUFFIX))
+# Image headers read per tar by the scan (the reader samples image sizes from them).
+HEADERS_PER_SHARD = 32
 _FIX = "repair or remove the sample (or the shard), or set data.on_error=skip to quarantine it"
 
 
@@ -82,6 +85,8 @@ class ShardScan:
         idx, given, clean: (n,) int64 each; -1 where absent or unusable.
         problems: ordinal -> reason, for samples bad on their own.
         error: None, or why the tar ended early (truncated, corrupt, empty file).
+        image_headers: ordinal -> (C, H, W) from the image header, or why the header does not
+            read; for the first :data:`HEADERS_PER_SHARD` samples without a problem, in order.
     """
 
     file: str
@@ -92,42 +97,42 @@ class ShardScan:
     clean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     problems: dict[int, str] = field(default_factory=dict)
     error: str | None = None
+    image_headers: dict[int, tuple[int, int, int] | str] = field(default_factory=dict)
 
 
-def _sample_problem(members: dict[str, bytes | None]) -> tuple[int, int, int, str | None]:
-    """(given, idx, clean, problem) of one sample's members; idx is kept for a bad sample
-    whose json carries one, so its quarantine row names it."""
-    idx, clean, problem = parse_meta_member(members.get(META_SUFFIX))
-    if not any(s in members for s in IMAGE_SUFFIXES):
-        return -1, idx, -1, f"no image member (one of {', '.join(IMAGE_SUFFIXES)})"
-    if LABEL_SUFFIX not in members:
-        return -1, idx, -1, "no cls member (the label)"
-    given = parse_label_member(members[LABEL_SUFFIX])
-    if given is None:
-        raw = members[LABEL_SUFFIX] or b""
-        return -1, idx, -1, f"cls is not an integer: {raw[:40]!r}"
-    return given, idx, clean, problem
+def _read_header(image: bytes | None) -> tuple[int, int, int] | str:
+    """(C, H, W) from an image's header, or the reason it does not read."""
+    try:
+        return image_header(image or b"")
+    except DataError as exc:
+        return exc.reason
 
 
 def scan_shard(path: str | Path) -> ShardScan:
     """Scan one tar without decoding images (pure; Ray runs it as a task per shard).
 
+    The one pass over the tar also reads the image headers of its first
+    :data:`HEADERS_PER_SHARD` samples without a problem, then stops reading image bytes.
+
     Returns:
         A :class:`ShardScan`; a truncated tar marks its last sample with the truncation reason.
     """
     path = Path(path)
-    reader = TarSampleReader(path, read_suffixes=_SCAN_SUFFIXES)
-    keys, idx, given, clean, problems = [], [], [], [], {}
+    reader = TarSampleReader(path, read_suffixes=_SCAN_SUFFIXES | frozenset(IMAGE_SUFFIXES))
+    keys, idx, given, clean, problems, headers = [], [], [], [], {}, {}
     for s in reader:
-        g, i, c, problem = _sample_problem(s.members)
-        if not s.complete:
-            problem = f"{reader.error} (this sample may be cut)"
+        sample = parse_sample(s.members)
+        problem = sample.problem if s.complete else f"{reader.error} (this sample may be cut)"
         keys.append(s.key)
-        given.append(g)
-        idx.append(i)
-        clean.append(c)
+        given.append(sample.given_label)
+        idx.append(sample.idx)
+        clean.append(sample.clean_label)
         if problem:
             problems[s.ordinal] = problem
+        elif len(headers) < HEADERS_PER_SHARD:
+            headers[s.ordinal] = _read_header(sample.image)
+            if len(headers) == HEADERS_PER_SHARD:
+                reader.read_suffixes = _SCAN_SUFFIXES
     return ShardScan(
         file=path.name,
         path=str(path),
@@ -137,6 +142,7 @@ def scan_shard(path: str | Path) -> ShardScan:
         clean=np.asarray(clean, np.int64),
         problems=problems,
         error=reader.error,
+        image_headers=headers,
     )
 
 
@@ -470,11 +476,6 @@ def _plan(
 # Pass 2: decoding one tar (Ray Data runs it once per tar)
 
 
-def first_image(members: dict[str, bytes | None]) -> bytes | None:
-    """The bytes of a sample's first image member (in member order), or None."""
-    return next((members[s] for s in members if s in IMAGE_SUFFIXES), None)
-
-
 def read_shard_rows(
     path: str | Path,
     *,
@@ -508,40 +509,32 @@ def read_shard_rows(
     for s in TarSampleReader(path, read_suffixes=READ_SUFFIXES):
         if s.ordinal in skip or not s.complete:
             continue
-        given = parse_label_member(s.members.get(LABEL_SUFFIX))
-        idx, clean, _ = parse_meta_member(s.members.get(META_SUFFIX))
-        if idx_base is not None:
-            idx = idx_base + s.ordinal
+        sample = parse_sample(s.members)
+        idx = sample.idx if idx_base is None else idx_base + s.ordinal
         try:
-            image = decode_image(
-                first_image(s.members) or b"", channels=channels, image_size=image_size
+            if sample.problem:  # only without the scan's drop list (which holds these)
+                raise DataError(sample.problem)
+            image = _decode_checked(
+                sample.image,
+                shard=shard,
+                key=s.key,
+                channels=channels,
+                image_size=image_size,
+                expected_hw=expected_hw,
             )
-            if (
-                image_size is None
-                and expected_hw is not None
-                and image.shape[1:] != tuple(expected_hw)
-            ):
-                raise DataError(
-                    f"image is {image.shape[1]}x{image.shape[2]} but the folder's images are "
-                    f"{expected_hw[0]}x{expected_hw[1]}",
-                    shard=shard,
-                    key=s.key,
-                    fix=f"set data.image_size (for example data.image_size={min(expected_hw)}) "
-                    "to resize every image",
-                )
         except DataError as exc:
             if on_error == "raise" and exc.fix:
                 raise
-
             police.add(key=s.key, shard=shard, idx=idx, reason=exc.reason)
             continue
-        for name, value in (
-            (KEY, s.key),
-            (IDX, idx),
-            (GIVEN_LABEL, given),
-            (CLEAN_LABEL, clean),
-            (IMAGE, image),
-        ):
+        row = {
+            KEY: s.key,
+            IDX: idx,
+            GIVEN_LABEL: sample.given_label,
+            CLEAN_LABEL: sample.clean_label,
+            IMAGE: image,
+        }
+        for name, value in row.items():
             cols[name].append(value)
         if len(cols[KEY]) >= batch_rows:
             yield _batch(cols, shard), police.rows
@@ -549,6 +542,36 @@ def read_shard_rows(
             cols = {k: [] for k in cols}
     if cols[KEY] or police.rows:
         yield _batch(cols, shard), police.rows
+
+
+def _decode_checked(
+    image: bytes | None,
+    *,
+    shard: str,
+    key: str,
+    channels: int | None,
+    image_size: int | None,
+    expected_hw: tuple[int, int] | None,
+) -> np.ndarray:
+    """Decode one image (arguments as :func:`read_shard_rows`'s).
+
+    A size other than the folder's raises with its own fix (set ``data.image_size``), which
+    ``raise`` passes on as it is instead of suggesting ``on_error=skip``.
+
+    Raises:
+        DataError: the image does not decode (no fix), or has the wrong size (with the fix).
+    """
+    pixels = decode_image(image or b"", channels=channels, image_size=image_size)
+    if image_size is None and expected_hw is not None and pixels.shape[1:] != tuple(expected_hw):
+        raise DataError(
+            f"image is {pixels.shape[1]}x{pixels.shape[2]} but the folder's images are "
+            f"{expected_hw[0]}x{expected_hw[1]}",
+            shard=shard,
+            key=key,
+            fix=f"set data.image_size (for example data.image_size={min(expected_hw)}) "
+            "to resize every image",
+        )
+    return pixels
 
 
 def _batch(cols: dict[str, list], shard: str) -> dict[str, np.ndarray]:

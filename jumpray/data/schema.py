@@ -19,12 +19,16 @@ Rows that :func:`jumpray.data.read_shards` yields (numpy batches; one row per us
 
 Quarantine rows (:data:`QUARANTINE_COLUMNS`): ``key``, ``shard``, ``idx`` (-1 when unknown) and
 ``reason``; one per sample that could not be used, so rows out + quarantined = rows in.
+
+:func:`parse_sample` is the one reading of a sample's members: the scan, the decode pass, the
+plain reader and the sample copier all call it, so they agree on what a bad sample is and why.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,8 @@ __all__ = [
     "READ_SUFFIXES",
     "ShardEntry",
     "ShardIndex",
+    "ParsedSample",
+    "parse_sample",
     "sample_key",
     "shard_name",
     "split_member_name",
@@ -216,6 +222,51 @@ def parse_meta_member(raw: bytes | None) -> tuple[int, int, str | None]:
         if isinstance(value, bool) or not isinstance(value, int):
             return -1, -1, f"json {name} is not an integer: {value!r}"
     return idx, clean, None
+
+
+@dataclass(frozen=True)
+class ParsedSample:
+    """The fields of one sample, read from its members by :func:`parse_sample`.
+
+    Attributes:
+        given_label: the ``cls`` integer; -1 when the image or ``cls`` is missing or unreadable.
+        idx: json ``idx``, or -1 when absent (kept for a sample missing its image or ``cls``,
+            so its quarantine row names it).
+        clean_label: json ``clean``, or -1 when absent or when ``given_label`` is -1.
+        image_format: the suffix of the sample's first image member (member order), or None.
+        image: that member's bytes; None when it is absent or was not read.
+        problem: why the sample cannot be used (the quarantine reason), or None.
+    """
+
+    given_label: int
+    idx: int
+    clean_label: int
+    image_format: str | None
+    image: bytes | None
+    problem: str | None
+
+
+def parse_sample(members: Mapping[str, bytes | None]) -> ParsedSample:
+    """Parse one sample's members (suffix -> bytes, or None for a member present but not read).
+
+    The checks, in the order their reasons win: an image member exists, a ``cls`` member exists
+    and holds an integer, the ``json`` member (if any) is an object whose idx and clean are
+    integers. Only the presence of the image is checked here; decoding it is the reader's job.
+    Keys other than member suffixes (webdataset's ``__key__``, ``__url__``) are ignored.
+    """
+    idx, clean, problem = parse_meta_member(members.get(META_SUFFIX))
+    fmt = next((suffix for suffix in members if suffix in IMAGE_SUFFIXES), None)
+    image = members[fmt] if fmt is not None else None
+    if fmt is None:
+        problem = f"no image member (one of {', '.join(IMAGE_SUFFIXES)})"
+    elif LABEL_SUFFIX not in members:
+        problem = "no cls member (the label)"
+    else:
+        given = parse_label_member(members[LABEL_SUFFIX])
+        if given is not None:
+            return ParsedSample(given, idx, clean, fmt, image, problem)
+        problem = f"cls is not an integer: {(members[LABEL_SUFFIX] or b'')[:40]!r}"
+    return ParsedSample(-1, idx, -1, fmt, image, problem)
 
 
 def read_index(folder: str | Path) -> ShardIndex | None:

@@ -3,10 +3,14 @@
 Two passes (docs/architecture.md, 'Data safety'), both defined without Ray in :mod:`jumpray.data.scan`:
 
 1. **Scan**: :func:`~jumpray.data.scan.scan_shard` as one Ray task per tar, combined by
-   :func:`~jumpray.data.scan.scan_folder`: headers, ``cls`` and ``json`` only, no image decoded;
-   every bad sample is found here, except images that do not decode.
+   :func:`~jumpray.data.scan.scan_folder`: tar headers, ``cls`` and ``json``, and the image
+   headers of a few samples per tar (the folder's image sizes), no pixel decoded; every bad
+   sample is found here, except images that do not decode.
 2. **Decode**: a Ray Data ``Datasource`` with one read task per tar running
    :func:`~jumpray.data.scan.read_shard_rows`; images that fail go to the quarantine too.
+
+So each tar is opened once by the scan and once per execution of the dataset (once in all when
+the rows are materialized).
 
 Under ``on_error=raise`` the first problem raises :class:`~jumpray.errors.DataError` naming
 shard, key and reason (a decode-time one surfaces when the dataset executes, as a Ray error that
@@ -30,11 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from jumpray.data.decode import image_header, resolve_normalization
+from jumpray.data.decode import resolve_normalization
 from jumpray.data.quarantine import OnError, QuarantineLog, check_quarantine_fraction
-from jumpray.data.scan import FolderScan, ShardScan, first_image, read_shard_rows, scan_folder
-from jumpray.data.schema import IMAGE_SUFFIXES, KEY
-from jumpray.data.tario import TarSampleReader
+from jumpray.data.scan import FolderScan, ShardScan, read_shard_rows, scan_folder
+from jumpray.data.schema import KEY
 from jumpray.errors import DataError
 from jumpray.log import get_logger
 
@@ -89,6 +92,18 @@ class ShardInfo:
     assumptions: list[str]
     shard_issues: list[str]
     image_size_choice: str = ""
+
+    def carried_facts(self) -> dict[str, Any]:
+        """The facts a folder made from this one's samples keeps in its index.json: the
+        ``num_classes``, ``class_names``, ``mean``, ``std`` and ``noise`` arguments of
+        :meth:`jumpray.data.ShardWriter.close`."""
+        return {
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "mean": self.mean,
+            "std": self.std,
+            "noise": self.noise,
+        }
 
 
 @dataclass
@@ -149,7 +164,7 @@ class ShardSource:
         0.5 (:func:`~jumpray.data.decode.resolve_normalization`); the output size is the rows'.
         """
         from jumpray.config import DataConfig
-        from jumpray.data.augment import make_augmenter
+        from jumpray.data.augment import build_augmenter
 
         cfg = config or DataConfig()
         mean, std = resolve_normalization(
@@ -159,13 +174,8 @@ class ShardSource:
             index_mean=self.info.mean,
             index_std=self.info.std,
         )
-        return make_augmenter(
-            image_size=min(self.info.image_hw),
-            channels=self.info.channels,
-            mean=mean,
-            std=std,
-            recipe=cfg.augment,
-            strong_magnitude=cfg.strong_magnitude,
+        return build_augmenter(
+            cfg, channels=self.info.channels, image_hw=self.info.image_hw, mean=mean, std=std
         )
 
     def materialize(self) -> bool:
@@ -236,9 +246,8 @@ def _ray_map(fn: Callable[[str], ShardScan], paths: Sequence[str]) -> list[Shard
     return ray.get([task.remote(p) for p in paths])
 
 
-# Sizes are read from image headers only (no pixel decoded): up to this many usable samples from
-# each of up to this many tars (spread over the folder).
-_SIZE_SAMPLES_PER_SHARD = 32
+# Sizes come from the image headers the scan read (no pixel decoded): those of the usable samples
+# (up to scan.HEADERS_PER_SHARD a tar) of up to this many tars, spread over the folder.
 _SIZE_SHARDS = 8
 # The largest side chosen from the data when the user sets none (ImageNet-style models use 224;
 # a bigger automatic choice would multiply memory and time without being asked for).
@@ -255,24 +264,22 @@ class _Probe:
 
 
 def _probe(scan: FolderScan) -> _Probe:
-    """Read the headers of usable samples spread over the folder (:data:`_SIZE_SHARDS` tars)."""
+    """The image headers the scan read, of usable samples in :data:`_SIZE_SHARDS` tars spread
+    over the folder (no tar is opened here)."""
     usable = [s for s in scan.shards if len(scan.drop.get(s.file, ())) < len(s.keys)]
     step = max(1, len(usable) // _SIZE_SHARDS)
     probe = _Probe([], 0, None)
     for shard in usable[::step][:_SIZE_SHARDS]:
         drop = set(scan.drop.get(shard.file, ()))
-        seen = 0
-        for s in TarSampleReader(shard.path, read_suffixes=IMAGE_SUFFIXES):
-            if s.ordinal in drop or not s.complete:
+        for ordinal, header in shard.image_headers.items():
+            if ordinal in drop:
                 continue
             probe.tried += 1
-            seen += 1
-            try:
-                probe.shapes.append(image_header(first_image(s.members) or b""))
-            except DataError as exc:
-                probe.first_error = probe.first_error or f"{shard.file}/{s.key}: {exc.reason}"
-            if seen >= _SIZE_SAMPLES_PER_SHARD:
-                break
+            if isinstance(header, str):
+                where = f"{shard.file}/{shard.keys[ordinal]}"
+                probe.first_error = probe.first_error or f"{where}: {header}"
+            else:
+                probe.shapes.append(header)
     return probe
 
 
@@ -410,7 +417,6 @@ def read_shards(
     on_error: OnError | None = None,
     image_size: int | None = None,
     channels: int | None = None,
-    materialize: bool | None = None,
     read_parallelism: int | None = None,
     max_quarantine_fraction: float | None = None,
     batch_rows: int = 256,
@@ -419,11 +425,10 @@ def read_shards(
 
     Needs a running Ray (see :func:`jumpray.ray_utils.init_ray`). Keyword arguments override the
     matching ``config`` fields (``data.on_error``, ``data.image_size``, ``data.channels``,
-    ``data.materialize``, ``data.read_parallelism``, ``data.max_quarantine_fraction``); without
-    ``config`` the defaults of
-    ``DataConfig()`` apply, except ``materialize``, which is then False. Materializing caches
-    the decoded rows in the object store, and only when they fit in half of it (else the
-    dataset streams and the log says why).
+    ``data.read_parallelism``, ``data.max_quarantine_fraction``); without ``config`` the defaults
+    of ``DataConfig()`` apply. The dataset streams; :meth:`ShardSource.materialize` caches the
+    decoded rows in the object store when they fit (the clean job does, and training caches the
+    tensor columns itself when ``data.materialize``).
 
     Args:
         folder: the shard folder (docs/contract.md; a folder of tars without index.json works too).
@@ -450,8 +455,6 @@ def read_shards(
     size_by = "data.image_size" if image_size is None else "the size the model works at"
     image_size = image_size if image_size is not None else cfg.image_size
     channels = channels if channels is not None else cfg.channels
-    if materialize is None:
-        materialize = config is not None and cfg.materialize
     read_parallelism = read_parallelism or cfg.read_parallelism
     if max_quarantine_fraction is None:
         max_quarantine_fraction = cfg.max_quarantine_fraction
@@ -530,6 +533,4 @@ def read_shards(
         _sink=sink,
         max_quarantine_fraction=max_quarantine_fraction,
     )
-    if materialize:
-        source.materialize()
     return source

@@ -71,7 +71,10 @@ class TarSampleReader:
 
     Args:
         path: the tar file.
-        read_suffixes: suffixes whose bytes are returned; others are skipped unread.
+        read_suffixes: suffixes whose bytes are returned; others are skipped unread. The
+            attribute may be replaced while iterating (the scan stops reading images once it
+            has sampled enough headers); the change applies from the next member read, which
+            may already belong to the sample after the one just yielded.
     """
 
     def __init__(self, path: str | Path, *, read_suffixes: Container[str]):

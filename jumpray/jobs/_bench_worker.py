@@ -26,7 +26,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,12 @@ import torch
 
 from jumpray.config import RunConfig
 from jumpray.core import detection_metrics, selection_metrics
-from jumpray.data.augment import Augmenter, make_augmenter
+from jumpray.data.augment import Augmenter, build_augmenter
 from jumpray.log import get_logger, setup_logging
 from jumpray.models import build_model
 from jumpray.train.local import ArraySet, LocalResult, iter_batches, run_local
 from jumpray.train.loop import evaluate
-from jumpray.train.methods import Batch, Method, StepOutput
+from jumpray.train.methods import Batch, StepOutput
 
 __all__ = [
     "main",
@@ -166,41 +165,23 @@ def warm_runtime(cfg: RunConfig, data: ArraySet, *, device: torch.device) -> Non
 class KeptRecorder:
     """Per ``idx``: did the sample's gradient count at its latest visit? (N,) bool.
 
-    :func:`~jumpray.train.local.run_local` builds its method inside; :meth:`install` (called from
-    its ``on_epoch`` hook after epoch 0) wraps that method's ``train_step`` so that every later
-    step records ``StepOutput.selected``. Every sample is visited every epoch, so after the run
-    the table holds the last epoch's decisions.
+    Pass :meth:`on_batch` as :func:`~jumpray.train.local.run_local`'s ``on_batch``: every step
+    records ``StepOutput.selected``. Every sample is visited every epoch, so after the run the
+    table holds the last epoch's decisions.
     """
 
     def __init__(self, num_samples: int):
         self.kept = torch.zeros(num_samples, dtype=torch.bool)
-        self.installed = False
 
-    def install(self, method: Method) -> None:
-        if self.installed:
-            return
-        step: Callable[..., StepOutput] = method.train_step
-
-        def recording_step(batch: Batch, *, epoch: int) -> StepOutput:
-            out = step(batch, epoch=epoch)
-            if not batch.dummy:
-                self.kept[batch.idx.cpu()] = out.selected.detach().cpu()
-            return out
-
-        method.train_step = recording_step  # type: ignore[method-assign]
-        self.installed = True
+    def on_batch(self, batch: Batch, out: StepOutput) -> None:
+        if not batch.dummy:
+            self.kept[batch.idx.cpu()] = out.selected.detach().cpu()
 
 
 def _augmenter(cfg: RunConfig, data: ArraySet) -> Augmenter:
-    """The same views :func:`run_local` makes (its defaults), for prediction and test accuracy."""
-    channels, size = int(data.image.shape[1]), int(data.image.shape[-1])
-    return make_augmenter(
-        image_size=cfg.data.image_size or size,
-        channels=channels,
-        mean=cfg.data.mean or [0.5] * channels,
-        std=cfg.data.std or [0.5] * channels,
-        recipe=cfg.data.augment,
-        strong_magnitude=cfg.data.strong_magnitude,
+    """The views :func:`run_local` makes (its defaults), for prediction and test accuracy."""
+    return build_augmenter(
+        cfg.data, channels=int(data.image.shape[1]), image_hw=tuple(data.image.shape[-2:])
     )
 
 
@@ -230,9 +211,7 @@ def _predict_probs(
 
 
 def _subset(data: ArraySet, rows: np.ndarray | torch.Tensor) -> ArraySet:
-    rows = torch.as_tensor(rows, dtype=torch.long)
-    clean = data.clean_label[rows] if data.clean_label is not None else None
-    return ArraySet(data.image[rows], data.given_label[rows], data.idx[rows], clean)
+    return data.select(torch.as_tensor(rows, dtype=torch.long))
 
 
 def _train_selecting(
@@ -249,7 +228,7 @@ def _train_selecting(
         num_classes=NUM_CLASSES,
         noise_rate=noise_rate,
         device=device,
-        on_epoch=lambda epoch, metrics, method: recorder.install(method),
+        on_batch=recorder.on_batch,
     )
     return result, recorder.kept, {"samples_per_s": _throughput([result.history])}
 

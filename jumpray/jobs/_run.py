@@ -160,9 +160,7 @@ def read_inputs(
     from jumpray.data.shards import read_shards
 
     t0 = time.perf_counter()
-    train = read_shards(
-        shards, cfg.data, num_classes=num_classes, image_size=image_size, materialize=False
-    )
+    train = read_shards(shards, cfg.data, num_classes=num_classes, image_size=image_size)
     inputs = JobInputs(train)
     try:
         if test_shards is not None:
@@ -171,7 +169,6 @@ def read_inputs(
                 cfg.data,
                 num_classes=num_classes or train.info.num_classes,
                 image_size=image_size or min(train.info.image_hw),
-                materialize=False,
             )
     except BaseException:
         inputs.close()

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def prepare_shards(out: Path, *, limit: int, noise: str, seed: int) -> tuple[Path, Path]:
     """OUT/shards/train-<noise>-<limit>-s<seed> and OUT/shards/test, written once."""
-    from jumpray.data.sources import write_fashion_mnist
+    from jumpray.data.convert import write_fashion_mnist
 
     tag = noise.replace(":", "")
     train = out / "shards" / f"train-{tag}-{limit}-s{seed}"

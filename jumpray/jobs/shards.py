@@ -141,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the shards and print a one-screen summary; returns 0."""
-    from jumpray.data import sources
+    from jumpray.data import convert
 
     cfg = load_config(args.config, args.overrides)
     seed = cfg.seed if args.seed is None else args.seed
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         options["prefix"] = args.prefix
     t0 = time.perf_counter()
     if args.source == "fashion-mnist":
-        index = sources.write_fashion_mnist(
+        index = convert.write_fashion_mnist(
             args.out,
             split=args.split,
             limit=args.limit,
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.class_names.is_file():
                 raise ConfigError(f"--class-names {args.class_names}: no such file")
             names = [n.strip() for n in args.class_names.read_text().splitlines() if n.strip()]
-        index = sources.write_from_list(
+        index = convert.write_from_list(
             args.list,
             root=args.root,
             out=args.out,
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             **options,
         )
     else:
-        index = sources.write_from_folder(
+        index = convert.write_from_folder(
             args.folder, out=args.out, noise=args.noise, seed=seed, **options
         )
     elapsed = time.perf_counter() - t0

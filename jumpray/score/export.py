@@ -2,18 +2,18 @@
 
 :func:`write_clean_shards` copies the kept samples of a shard folder into a new one
 (docs/contract.md, ``clean-shards/``), tar by tar: each source tar's decisions are read from
-``labels.parquet`` (a filtered read: one tar's rows at a time, never the whole table), its samples
-are streamed, and each kept sample's encoded image bytes are written unchanged, with the decided
-label (:func:`jumpray.score.decide.relabel_decision`). Quarantined samples are left out. The new
-folder gets dense idx values 0..M-1; the original shard and key are kept in each sample's
-``source``.
+``labels.parquet`` (a filtered read: one tar's rows at a time, never the whole table) and handed to
+:func:`jumpray.data.copy_samples`, which streams the tar and writes each kept sample's encoded
+image bytes unchanged, with the decided label (:func:`jumpray.score.decide.relabel_decision`).
+Quarantined samples are left out. The new folder gets dense idx values 0..M-1; the original shard
+and key are kept in each sample's ``source``.
 
-:func:`read_gallery_images` decodes just the few samples the report shows, at preview size.
+:func:`read_gallery_images` decodes just the few samples the report shows, at preview size
+(:func:`jumpray.data.read_sample_images`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,19 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from jumpray.data.decode import decode_image
-from jumpray.data.scan import first_image
-from jumpray.data.schema import (
-    IMAGE_SUFFIXES,
-    LABEL_SUFFIX,
-    META_SUFFIX,
-    parse_label_member,
-    parse_meta_member,
-)
 from jumpray.data.shards import ShardSource
-from jumpray.data.tario import TarSampleReader
+from jumpray.data.subset import copy_samples, read_sample_images
 from jumpray.data.writer import ShardWriter
-from jumpray.errors import DataError
 from jumpray.log import get_logger
 from jumpray.score.decide import relabel_decision
 
@@ -84,12 +74,7 @@ def write_clean_shards(
         ``folder``.
     """
     labels_path, out = Path(labels_path), Path(out)
-    info, index = source.info, source.scan.index
-    shape = None
-    if index is not None and index.channels and index.image_size:
-        shape = (int(index.channels), *(int(s) for s in index.image_size))
-    kept = relabelled = 0
-    wanted = (*IMAGE_SUFFIXES, LABEL_SUFFIX, META_SUFFIX)
+    info = source.info
     with ShardWriter(
         out,
         prefix="clean",
@@ -98,27 +83,14 @@ def write_clean_shards(
         sources=[info.folder, labels_path],
         require_samples=False,
     ) as writer:
-        for shard in source.scan.shards:
-            decided = _decisions(labels_path, shard.file, relabel=relabel, min_prob=min_prob)
-            if not decided:
-                continue
-            for s in TarSampleReader(shard.path, read_suffixes=wanted):
-                label = decided.get(s.key)
-                if label is None or not s.complete:
-                    continue
-                fmt = next(x for x in s.members if x in IMAGE_SUFFIXES)
-                _, clean, _ = parse_meta_member(s.members.get(META_SUFFIX))
-                given = parse_label_member(s.members.get(LABEL_SUFFIX))
-                writer.write(
-                    s.members[fmt] or b"",
-                    image_format=fmt,
-                    given_label=label,
-                    clean_label=clean if clean >= 0 else None,
-                    source=f"{shard.file}/{s.key}",
-                    shape=shape,
-                )
-                kept += 1
-                relabelled += int(label != given)
+        counts = copy_samples(
+            source.scan,
+            writer,
+            labels_of=lambda shard: _decisions(
+                labels_path, shard, relabel=relabel, min_prob=min_prob
+            ),
+        )
+        kept, relabelled = counts.num_copied, counts.num_relabelled
         num_rows = pq.read_metadata(labels_path).num_rows
         extra = {
             "cleaned_from": {
@@ -130,14 +102,7 @@ def write_clean_shards(
                 "relabel_min_prob": min_prob if relabel else None,
             }
         }
-        writer.close(
-            num_classes=info.num_classes,
-            class_names=info.class_names,
-            mean=info.mean,
-            std=info.std,
-            noise=info.noise,
-            extra=extra,
-        )
+        writer.close(**info.carried_facts(), extra=extra)
     log.info(
         "clean shards: kept %d of %d scored samples (%d relabelled) -> %s",
         kept,
@@ -176,27 +141,10 @@ def read_gallery_images(
     Returns:
         uint8 (C, side, side) arrays; None where a sample could not be read back or previewed.
     """
-    wanted: dict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        wanted[str(row["shard"])].add(str(row["key"]))
-    found: dict[tuple[str, str], np.ndarray] = {}
-    max_pixels = (32 * side) ** 2
-    for shard, keys in wanted.items():
-        path = Path(folder) / shard
-        if not path.is_file():
-            continue
-        for s in TarSampleReader(path, read_suffixes=IMAGE_SUFFIXES):
-            if s.key in keys:
-                try:
-                    found[(shard, s.key)] = decode_image(
-                        first_image(s.members) or b"",
-                        channels=channels,
-                        image_size=side,
-                        max_pixels=max_pixels,
-                    )
-                except DataError as exc:
-                    log.info("gallery: %s/%s not previewed: %s", shard, s.key, exc.reason)
-                    continue
-                if len(found) == len(rows):
-                    break
-    return [found.get((str(r["shard"]), str(r["key"]))) for r in rows]
+    return read_sample_images(
+        folder,
+        [(str(row["shard"]), str(row["key"])) for row in rows],
+        channels=channels,
+        image_size=side,
+        max_pixels=(32 * side) ** 2,
+    )

@@ -166,12 +166,13 @@ def blend_scores(
         ``train_clean_rate`` added.
     """
     given = np.asarray(batch["given_label"], dtype=np.int64)
-    snap_labels = np.asarray(batch["top_labels"], dtype=np.int64)
+    # A copy: Arrow hands read-only buffers, which torch.from_numpy warns about.
+    snap_labels = np.array(batch["top_labels"], dtype=np.int64)
     k = snap_labels.shape[1]
     labels, probs = merge_top_k(
         torch.from_numpy(snap_labels),
         torch.from_numpy(0.5 * np.asarray(batch["top_probs"], dtype=np.float64)),
-        torch.from_numpy(np.asarray(hist["top_labels"], dtype=np.int64)),
+        torch.from_numpy(np.array(hist["top_labels"], dtype=np.int64)),
         torch.from_numpy(0.5 * np.asarray(hist["top_probs"], dtype=np.float64)),
         k,
     )

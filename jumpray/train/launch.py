@@ -37,8 +37,8 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +60,12 @@ from jumpray.plots import plot_selection_curves
 from jumpray.ray_utils import materialize_in_order
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue
+from jumpray.train.rows import TRAIN_COLUMNS, DatasetBatches
 from jumpray.train.snapshots import create_snapshot_store, store_name
-from jumpray.train.worker import (
-    TRAIN_COLUMNS,
-    RowCache,
-    preload_rows,
-    run_worker,
-    train_fn_per_worker,
-)
+from jumpray.train.spec import SPEC_KEY, FaultInjection, WorkerSpec
+from jumpray.train.worker import run_worker, train_fn_per_worker
 
-__all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "loop_config_for", "log_served_model"]
+__all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "worker_spec_for", "log_served_model"]
 
 log = get_logger(__name__)
 
@@ -171,10 +167,10 @@ def _worker_niceness() -> str:
     return os.environ.get(NICENESS_ENV, "0")
 
 
-def loop_config_for(
+def worker_spec_for(
     cfg: RunConfig, train: ShardSource, *, has_test: bool, store: Any = None, has_val: bool = False
-) -> dict[str, Any]:
-    """The ``train_loop_config`` a worker needs, from the config and the training source."""
+) -> WorkerSpec:
+    """The :class:`WorkerSpec` every worker gets, from the config and the training source."""
     info = train.info
     mean, std = resolve_normalization(
         cfg.data.mean,
@@ -184,23 +180,20 @@ def loop_config_for(
         index_std=info.std,
     )
     noise = info.noise or {}
-    return {
-        "config": cfg.model_dump(),
-        "num_classes": cfg.num_classes or info.num_classes,
-        "num_samples": info.num_samples,
-        "shards": str(info.folder),
-        "channels": info.channels,
-        "image_hw": list(info.image_hw),
-        "mean": list(mean),
-        "std": list(std),
-        "noise_rate": noise.get("realized_rate", noise.get("rate")),
-        "has_test": has_test,
-        "has_val": has_val,
-        "snapshot_store": store,
-        "fault": None,
-        "in_memory": False,
-        "submitted_at": None,
-    }
+    return WorkerSpec(
+        config=cfg,
+        num_classes=int(cfg.num_classes or info.num_classes),
+        num_samples=int(info.num_samples),
+        channels=int(info.channels),
+        image_hw=(int(info.image_hw[0]), int(info.image_hw[1])),
+        mean=tuple(mean),
+        std=tuple(std),
+        shards=str(info.folder),
+        noise_rate=noise.get("realized_rate", noise.get("rate")),
+        has_test=has_test,
+        has_val=has_val,
+        snapshot_store=store,
+    )
 
 
 def fit(
@@ -269,12 +262,15 @@ def fit(
     tracker.set_tags({"jumpray.run_name": run_name, "jumpray.shards": train.info.folder})
 
     start = time.perf_counter()  # fit wall: dataset caching + Ray Train, not the final copy
-    loop_config = loop_config_for(
+    spec = worker_spec_for(
         cfg, train, has_test=test is not None, store=store, has_val=val is not None
     )
-    loop_config["fault"] = fault_injection
     queue = make_queue()
-    loop_config["progress_queue"] = queue  # workers report a data/config error through it
+    spec = replace(
+        spec,
+        fault=FaultInjection(**fault_injection) if fault_injection else None,
+        progress_queue=queue,  # workers report a data/config error through it
+    )
     t_mat = time.perf_counter()
     prepared = {"train": _prepare(cfg, train)}
     if test is not None:
@@ -282,7 +278,7 @@ def fit(
     if val is not None:
         prepared["val"] = _prepare(cfg, val)
     datasets = {name: ds for name, (ds, _) in prepared.items()}
-    loop_config["in_memory"] = all(in_memory for _, in_memory in prepared.values())
+    spec = replace(spec, in_memory=all(in_memory for _, in_memory in prepared.values()))
     timings = dict(startup or {})
     timings["startup_materialize_s"] = timings.get("startup_materialize_s", 0.0) + (
         time.perf_counter() - t_mat
@@ -291,7 +287,7 @@ def fit(
         "training %s on %d samples (%d classes) with %d worker(s)%s; run %s",
         cfg.method.name,
         train.info.num_samples,
-        loop_config["num_classes"],
+        spec.num_classes,
         cfg.scaling.num_workers,
         " on GPU" if cfg.scaling.use_gpu else "",
         run_name,
@@ -300,15 +296,13 @@ def fit(
         queue, epochs=cfg.train.epochs, tracker=tracker, label=cfg.method.name
     ).start()
     try:
-        loop_config["submitted_at"] = time.time()
+        spec = replace(spec, submitted_at=time.time())
         if cfg.scaling.num_workers == 0:
             if callbacks:
                 raise ValueError("fit(callbacks=...) needs Ray Train: scaling.num_workers >= 1")
-            checkpoint = _fit_in_driver(cfg, loop_config, datasets, storage / run_name, progress)
+            checkpoint = _fit_in_driver(spec, datasets, storage / run_name, progress)
         else:
-            checkpoint = _fit_ray(
-                cfg, loop_config, datasets, storage, run_name, queue, progress, callbacks
-            )
+            checkpoint = _fit_ray(spec, datasets, storage, run_name, queue, progress, callbacks)
     except BaseException as exc:
         progress.stop()
         _close_queue(queue)
@@ -409,8 +403,7 @@ def _trainer_class() -> type:
 
 
 def _fit_ray(
-    cfg: RunConfig,
-    loop_config: dict[str, Any],
+    spec: WorkerSpec,
     datasets: dict[str, Any],
     storage: Path,
     run_name: str,
@@ -418,13 +411,14 @@ def _fit_ray(
     progress: DriverProgress,
     callbacks: Sequence[Any] = (),
 ) -> ray.train.Checkpoint:
+    cfg = spec.config
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker} | ({"GPU": sc.gpus_per_worker} if sc.use_gpu else {})
     # Read by TrainController when it starts (the driver's value is passed on to it).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     trainer = _trainer_class()(
         train_fn_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={SPEC_KEY: spec},
         scaling_config=ray.train.ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources
         ),
@@ -458,7 +452,7 @@ def _fit_ray(
     return result.checkpoint
 
 
-class _DriverContext:
+class _DriverContext(DatasetBatches):
     """:class:`~jumpray.train.worker.WorkerContext` for ``num_workers=0``: the driver trains."""
 
     rank = 0
@@ -473,38 +467,18 @@ class _DriverContext:
         *,
         in_memory: bool = False,
     ):
-        self.cfg, self.datasets, self.folder, self.progress = cfg, datasets, folder, progress
+        super().__init__(cfg, in_memory=in_memory)
+        self.datasets, self.folder, self.progress = datasets, folder, progress
         use_gpu = cfg.scaling.use_gpu and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.last: Path | None = None
         self.entered_at = time.time()
-        self.cache = RowCache(cfg, self._numpy_batches) if in_memory else None
 
     def prepare_model(self, net: nn.Module) -> nn.Module:
         return net.to(self.device)
 
-    def _numpy_batches(self, name: str) -> Iterable[dict] | None:
-        ds = self.datasets.get(name)
-        if ds is None:
-            return None
-        return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
-
-    def preload(self) -> float:
-        return preload_rows(self.cache)
-
-    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
-        if self.cache is not None:
-            return self.cache.batches(name, batch_size=batch_size, seed=seed)
-        ds = self.datasets.get(name)
-        if ds is None:
-            return None
-        buffer = self.cfg.data.shuffle_buffer if seed is not None else 0
-        return ds.iter_torch_batches(
-            batch_size=batch_size,
-            device="cpu",
-            local_shuffle_buffer_size=buffer or None,
-            local_shuffle_seed=seed if buffer else None,
-        )
+    def source(self, name: str) -> Any:
+        return self.datasets.get(name)
 
     def checkpoint(self) -> Any:
         return None
@@ -520,15 +494,11 @@ class _DriverContext:
 
 
 def _fit_in_driver(
-    cfg: RunConfig,
-    loop_config: dict[str, Any],
-    datasets: dict[str, Any],
-    folder: Path,
-    progress: DriverProgress,
+    spec: WorkerSpec, datasets: dict[str, Any], folder: Path, progress: DriverProgress
 ) -> ray.train.Checkpoint:
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = _DriverContext(cfg, datasets, folder, progress, in_memory=loop_config["in_memory"])
-    run_worker(loop_config, ctx)
+    ctx = _DriverContext(spec.config, datasets, folder, progress, in_memory=spec.in_memory)
+    run_worker(spec, ctx)
     if ctx.last is None:
         raise RuntimeError("the run finished without a checkpoint")
     return ray.train.Checkpoint.from_directory(str(ctx.last))

@@ -1,14 +1,16 @@
 """Single-process training on in-memory arrays: the method without Ray.
 
 Used by ``jumpray local``, by the benchmark (every method on the same tensors, in its own
-process) and by the real-data tests. The Ray Train worker runs the same :func:`train_epoch` and
-:func:`evaluate` over Ray Data batches instead.
+process) and by the real-data tests. Each epoch is :func:`~jumpray.train.epoch.run_epoch`, the
+body the Ray Train worker runs over its split of the Ray Datasets: the same seeds (rank 0), views,
+normalisation and metrics. Only the shuffled sample order is the plain loop's own
+(:func:`~jumpray.train.seeds.plain_order_generator`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,17 +18,23 @@ import torch
 from torch import Tensor
 
 from jumpray.config import RunConfig
-from jumpray.data.augment import make_augmenter
+from jumpray.data.augment import build_augmenter
 from jumpray.log import get_logger
-from jumpray.train.loop import evaluate, finalize_counts, train_epoch
-from jumpray.train.methods import Method, build_method, epoch_generator
+from jumpray.train.epoch import BatchHook, run_epoch
+from jumpray.train.methods import Method, build_method
+from jumpray.train.seeds import plain_order_generator
 
-__all__ = ["ArraySet", "LocalResult", "run_local", "iter_batches", "format_epoch_line"]
+__all__ = [
+    "ArraySet",
+    "ArrayBatches",
+    "LocalResult",
+    "run_local",
+    "iter_batches",
+    "format_epoch_line",
+    "summarize_history",
+]
 
 log = get_logger(__name__)
-
-# The generator stream of the augmentation draws (see epoch_generator); shared with the worker.
-VIEW_STREAM = 1
 
 
 @dataclass
@@ -48,6 +56,16 @@ class ArraySet:
     def __len__(self) -> int:
         return int(self.given_label.numel())
 
+    def select(self, rows: Tensor) -> ArraySet:
+        """The samples at positions ``rows`` ((M,) int64), in that order."""
+        clean = self.clean_label[rows] if self.clean_label is not None else None
+        return ArraySet(self.image[rows], self.given_label[rows], self.idx[rows], clean)
+
+    def sorted_by_idx(self) -> ArraySet:
+        """The samples ordered by ``idx``: a permutation drawn over them then depends on the seed
+        alone, not on the order the rows arrived in."""
+        return self.select(torch.argsort(self.idx))
+
 
 @dataclass
 class LocalResult:
@@ -66,9 +84,28 @@ def iter_batches(
     n = len(data)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
-        sel = order[start : start + batch_size]
-        clean = data.clean_label[sel] if data.clean_label is not None else None
-        yield (data.image[sel], data.given_label[sel], data.idx[sel], clean)
+        part = data.select(order[start : start + batch_size])
+        yield (part.image, part.given_label, part.idx, part.clean_label)
+
+
+class ArrayBatches:
+    """A :class:`~jumpray.train.epoch.BatchSource` over named in-memory datasets.
+
+    Args:
+        rows: ``name -> samples`` (None = no such dataset).
+        order: shuffled passes (a ``seed`` is given) draw their order from this generator;
+            None = the stored row order.
+    """
+
+    def __init__(self, rows: Mapping[str, ArraySet | None], *, order: torch.Generator | None):
+        self.rows, self.order = rows, order
+
+    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterator[tuple] | None:
+        rows = self.rows.get(name)
+        if rows is None:
+            return None
+        generator = self.order if seed is not None else None
+        return iter_batches(rows, batch_size=batch_size, generator=generator)
 
 
 def format_epoch_line(epoch: int, epochs: int, m: dict[str, float], eta_s: float) -> str:
@@ -99,6 +136,7 @@ def run_local(
     noise_rate: float | None = None,
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int, dict[str, float], Method], None] | None = None,
+    on_batch: BatchHook | None = None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
     shuffle: bool = True,
@@ -113,9 +151,11 @@ def run_local(
         noise_rate: the data's noise rate, if known (Co-teaching / JoCoR forget rate).
         device: "cpu" or "cuda".
         on_epoch: called after every epoch with (epoch, metrics, method).
+        on_batch: called after every step with (batch, the step's output).
         mean, std: normalisation; defaults to ``cfg.data.mean/std`` or 0.5.
-        shuffle: a new sample order every epoch; False = ``train``'s row order (the order a
-            single Ray Train worker sees with ``preserve_order``, for equality tests).
+        shuffle: a new sample order every epoch (from
+            :func:`~jumpray.train.seeds.plain_order_generator`); False = ``train``'s row order (the order a single Ray Train worker sees with
+            ``data.shuffle_buffer: 0`` and ``preserve_order``, for equality tests).
 
     Returns:
         A :class:`LocalResult`; ``history[e]`` holds epoch e's metrics.
@@ -123,16 +163,10 @@ def run_local(
     device = torch.device(device)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    channels, size = int(train.image.shape[1]), int(train.image.shape[-1])
-    augmenter = make_augmenter(
-        image_size=cfg.data.image_size or size,
-        channels=channels,
-        mean=mean or cfg.data.mean or [0.5] * channels,
-        std=std or cfg.data.std or [0.5] * channels,
-        recipe=cfg.data.augment,
-        strong_magnitude=cfg.data.strong_magnitude,
+    channels = int(train.image.shape[1])
+    augmenter = build_augmenter(
+        cfg.data, channels=channels, image_hw=tuple(train.image.shape[-2:]), mean=mean, std=std
     )
-    order_gen = torch.Generator().manual_seed(cfg.seed + 2) if shuffle else None
     method = build_method(
         cfg,
         num_classes=num_classes,
@@ -141,35 +175,21 @@ def run_local(
         device=device,
         noise_rate=noise_rate,
     )
-    codebook = getattr(method, "codebook", None)
+    order = plain_order_generator(cfg.seed) if shuffle else None
+    data = ArrayBatches({"train": train, "test": test}, order=order)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     for epoch in range(cfg.train.epochs):
-        t0 = time.perf_counter()
-        # Per-epoch seeds, exactly as the Ray Train worker draws them (rank 0).
-        view_gen = epoch_generator(cfg.seed, epoch=epoch, stream=VIEW_STREAM)
-        method.begin_epoch(epoch)
-        counts = train_epoch(
+        metrics = run_epoch(
             method,
-            iter_batches(train, batch_size=cfg.train.batch_size, generator=order_gen),
+            data,
+            cfg=cfg,
             epoch=epoch,
+            augmenter=augmenter,
             device=device,
-            views=lambda x, g=view_gen: augmenter.train(x, g),
+            evaluate_on=("test",) if test is not None else (),
+            on_batch=on_batch,
         )
-        metrics = finalize_counts(counts) | method.end_epoch(epoch)
-        if test is not None:
-            ev = evaluate(
-                method.eval_model(),
-                iter_batches(test, batch_size=cfg.train.eval_batch_size),
-                device=device,
-                test_view=augmenter.test,
-                codebook=codebook,
-            )
-            metrics["test_accuracy"] = ev["accuracy"]
-            if "semantic_accuracy" in ev:
-                metrics["test_semantic_accuracy"] = ev["semantic_accuracy"]
-        metrics["epoch"] = epoch
-        metrics["epoch_time_s"] = time.perf_counter() - t0
         history.append(metrics)
         eta = metrics["epoch_time_s"] * (cfg.train.epochs - epoch - 1)
         log.info(

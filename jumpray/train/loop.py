@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jumpray.train.methods import Batch, Method, epoch_generator
+from jumpray.train.methods import Batch, Method, StepOutput
 
 __all__ = [
     "train_epoch",
@@ -26,7 +26,6 @@ __all__ = [
     "finalize_counts",
     "to_batch",
     "make_dummy",
-    "epoch_generator",
     "ViewFn",
     "TestViewFn",
     "SyncFn",
@@ -85,7 +84,7 @@ def train_epoch(
     views: ViewFn | None = None,
     max_batches: int | None = None,
     sync: SyncFn | None = None,
-    on_batch: Callable[[Batch], None] | None = None,
+    on_batch: Callable[[Batch, StepOutput], None] | None = None,
     dummy_template: Batch | None = None,
 ) -> dict[str, float]:
     """Run one epoch of ``method`` over ``batches``; the method's state is updated in place.
@@ -104,7 +103,8 @@ def train_epoch(
         views: makes (weak, strong) float views from uint8 images on the device.
         max_batches: stop early after this many batches (for smoke runs).
         sync: ``has_batch -> any rank has one``; None in a single process.
-        on_batch: called with each real batch after its update (coverage, checks, test hooks).
+        on_batch: called with each real batch and its step's output, after the update
+            (coverage, checks, recording what each step selected).
         dummy_template: the batch a rank that had no batch at all this epoch steps with.
 
     Returns:
@@ -139,7 +139,7 @@ def train_epoch(
             num_real += 1
             template = batch
             if on_batch is not None:
-                on_batch(batch)
+                on_batch(batch, out)
             continue
         if template is None:
             raise RuntimeError(

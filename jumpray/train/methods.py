@@ -42,6 +42,7 @@ from jumpray.core import (
     warmup_loss,
 )
 from jumpray.models import build_model
+from jumpray.train.seeds import BLEND_STREAM, epoch_generator
 
 __all__ = [
     "Batch",
@@ -51,7 +52,6 @@ __all__ = [
     "METHODS",
     "GatherFn",
     "CountFn",
-    "epoch_generator",
 ]
 
 GatherFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -87,17 +87,6 @@ class StepOutput:
 
     loss: float
     selected: Tensor
-
-
-def epoch_generator(seed: int, *, epoch: int, rank: int = 0, stream: int = 0) -> torch.Generator:
-    """A CPU generator seeded from (seed, stream, rank, epoch) alone.
-
-    Seeding every epoch afresh (instead of carrying one generator through the run) makes a run
-    resumed from an epoch-end checkpoint draw exactly what the uninterrupted run would have, and
-    gives each rank its own stream.
-    """
-    mixed = (seed * 1_000_003 + stream * 100_003 + rank * 10_007 + epoch) % (2**63 - 1)
-    return torch.Generator().manual_seed(mixed)
 
 
 def _identity_count(n: int) -> int:
@@ -204,14 +193,14 @@ class JumpTeaching(_Base):
             from_epoch=cfg.score.history_from_epoch,
             ema=cfg.score.history_ema,
         )
-        self.generator = torch.Generator().manual_seed(cfg.seed + 7919)
+        self.generator = epoch_generator(cfg.seed, epoch=0, stream=BLEND_STREAM)
         # (given_label, p(given)) of each record since the last commit, aligned with the flags'
         # pending records: the class-floor guard tops starved classes up from them.
         self._pending_scores: list[tuple[Tensor, Tensor]] = []
 
     def begin_epoch(self, epoch: int, *, rank: int = 0) -> None:
         """Reseed the blend draws from (seed, rank, epoch), so a resumed run draws the same."""
-        self.generator = epoch_generator(self.cfg.seed, epoch=epoch, rank=rank, stream=7919)
+        self.generator = epoch_generator(self.cfg.seed, epoch=epoch, rank=rank, stream=BLEND_STREAM)
 
     def in_warmup(self, epoch: int) -> bool:
         return epoch < self.cfg.jump.warmup_epochs

@@ -31,12 +31,12 @@ Durability: Ray Train registers a reported checkpoint when its controller next p
 (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default). A worker lost inside that window after a
 report resumes from the checkpoint before it: one epoch is redone, the state stays consistent.
 
-Rows in memory: when the launcher materialized every dataset (``loop_config["in_memory"]``), a
-worker reads its split once per attempt (:class:`RowCache`, before the first epoch) and serves
-every epoch from those tensors: the ``shuffle_buffer: 0`` read order, or else a permutation drawn
-from (seed, epoch, rank) over its rows sorted by idx (a resumed epoch draws what the interrupted
-one drew). Its split stays fixed for the attempt, so every idx is still trained on once per epoch.
-Otherwise the split streams through Ray Data every epoch.
+Rows in memory: when the launcher materialized every dataset (``WorkerSpec.in_memory``), a
+worker reads its split once per attempt (:class:`~jumpray.train.rows.RowCache`, before the first
+epoch) and serves every epoch from those tensors: the ``shuffle_buffer: 0`` read order, or else a
+permutation drawn from (seed, epoch, rank) over its rows sorted by idx (a resumed epoch draws what
+the interrupted one drew). Its split stays fixed for the attempt, so every idx is still trained on
+once per epoch. Otherwise the split streams through Ray Data every epoch.
 
 Threads: :func:`jumpray.ray_utils.torch_threads` (``train.num_threads: null``): with the rows in
 memory nothing reads during training, so a worker takes the node's CPUs divided by the workers on
@@ -49,6 +49,10 @@ resumed), ``startup_load_rows_s`` (the split read into memory), ``torch_threads`
 
 ``run_worker`` also runs without Ray Train (``scaling.num_workers=0``): the launcher then passes a
 local context object with the same small interface.
+
+Each epoch is :func:`~jumpray.train.epoch.run_epoch`, the body the plain loop
+(:func:`~jumpray.train.local.run_local`) runs too; the worker adds the coverage, flag-health and
+label checks, the start-up timing, the snapshot and the checkpoint around it.
 """
 
 from __future__ import annotations
@@ -59,70 +63,42 @@ import signal
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from jumpray.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from jumpray.config import RunConfig
-from jumpray.data.augment import make_augmenter
+from jumpray.data.augment import Augmenter, build_augmenter
 from jumpray.errors import DataError, JumprayError, user_error
 from jumpray.log import get_logger
 from jumpray.train.distributed import (
     Coverage,
     all_gather_pairs,
-    all_reduce_counts,
     all_reduce_sum,
-    any_rank,
     digest,
     history_digest,
     same_on_all_ranks,
 )
-from jumpray.train.local import VIEW_STREAM, ArraySet, iter_batches
-from jumpray.train.loop import evaluate, finalize_counts, train_epoch
-from jumpray.train.methods import Batch, Method, build_method, epoch_generator
+from jumpray.train.epoch import BatchHook, BatchSource, run_epoch
+from jumpray.train.methods import Batch, Method, StepOutput, build_method
+from jumpray.train.rows import DatasetBatches
+from jumpray.train.spec import SPEC_KEY, FaultInjection, WorkerSpec
 
 __all__ = [
     "train_fn_per_worker",
     "run_worker",
     "WorkerContext",
-    "RowCache",
-    "preload_rows",
-    "TRAIN_COLUMNS",
-    "LOOP_KEYS",
 ]
 
 log = get_logger(__name__)
 
-# The columns a worker reads (strings such as key/shard cannot become tensors).
-TRAIN_COLUMNS = ["image", "given_label", "idx", "clean_label"]
-# What the launcher puts into train_loop_config.
-LOOP_KEYS = (
-    "config",
-    "num_classes",
-    "num_samples",
-    "shards",
-    "channels",
-    "image_hw",
-    "mean",
-    "std",
-    "noise_rate",
-    "has_test",
-    "has_val",
-    "snapshot_store",
-    "fault",
-    "progress_queue",
-    "in_memory",
-    "submitted_at",
-)
 
-
-class WorkerContext(Protocol):
+class WorkerContext(BatchSource, Protocol):
     """What :func:`run_worker` needs from its runtime (Ray Train, or the driver itself)."""
 
     rank: int
@@ -132,82 +108,17 @@ class WorkerContext(Protocol):
 
     def prepare_model(self, net: nn.Module) -> nn.Module: ...
     def preload(self) -> float: ...
-    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None: ...
     def checkpoint(self) -> Any: ...
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None: ...
 
 
-def _to_tensor(values: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(values))
-
-
-class RowCache:
-    """This process's rows of in-memory datasets: read once, then every epoch from tensors.
-
-    Args:
-        cfg: the run config (``data.shuffle_buffer``: 0 keeps the read order).
-        read: ``name -> iterable of numpy batches`` (dicts with :data:`TRAIN_COLUMNS`; other
-            columns are ignored), or None when there is no such dataset.
-    """
-
-    def __init__(self, cfg: RunConfig, read: Callable[[str], Iterable[dict] | None]):
-        self.cfg, self.read = cfg, read
-        self.rows: dict[str, ArraySet | None] = {}
-
-    def load(self, name: str, *, shuffled: bool) -> ArraySet | None:
-        """Read ``name`` into memory once; ``shuffled`` rows are kept sorted by idx."""
-        if name in self.rows:
-            return self.rows[name]
-        source = self.read(name)
-        rows = None
-        if source is not None:
-            parts: dict[str, list[np.ndarray]] = {c: [] for c in TRAIN_COLUMNS}
-            for batch in source:
-                for c in TRAIN_COLUMNS:
-                    if c in batch:
-                        parts[c].append(np.asarray(batch[c]))
-            if parts["idx"]:
-                cols = {c: _to_tensor(np.concatenate(v)) for c, v in parts.items() if v}
-                rows = ArraySet(
-                    cols["image"], cols["given_label"], cols["idx"], cols.get("clean_label")
-                )
-                if shuffled:
-                    # A permutation over rows sorted by idx depends on the seed alone, not on
-                    # the order the rows arrived in.
-                    order = torch.argsort(rows.idx)
-                    rows = ArraySet(
-                        rows.image[order],
-                        rows.given_label[order],
-                        rows.idx[order],
-                        None if rows.clean_label is None else rows.clean_label[order],
-                    )
-            else:
-                rows = ArraySet(
-                    torch.empty(0, 1, 1, 1, dtype=torch.uint8),
-                    torch.empty(0, dtype=torch.int64),
-                    torch.empty(0, dtype=torch.int64),
-                )
-        self.rows[name] = rows
-        return rows
-
-    def shuffles(self, seed: int | None) -> bool:
-        return seed is not None and self.cfg.data.shuffle_buffer > 0
-
-    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
-        rows = self.load(name, shuffled=self.shuffles(seed))
-        if rows is None:
-            return None
-        generator = torch.Generator().manual_seed(seed) if self.shuffles(seed) else None
-        return iter_batches(rows, batch_size=batch_size, generator=generator)
-
-
-class RayTrainContext:
+class RayTrainContext(DatasetBatches):
     """:class:`WorkerContext` inside a Ray Train worker.
 
     Args:
         cfg: the run config.
         in_memory: every dataset was materialized: keep this worker's split in a
-            :class:`RowCache` instead of streaming it every epoch.
+            :class:`~jumpray.train.rows.RowCache` instead of streaming it every epoch.
         entered_at: ``time.time()`` when the train function started.
     """
 
@@ -215,14 +126,13 @@ class RayTrainContext:
         import ray.train
         import ray.train.torch
 
+        super().__init__(cfg, in_memory=in_memory)
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.local_world_size = ctx.get_local_world_size()
         self.device = ray.train.torch.get_device()
-        self.cfg = cfg
         self.entered_at = entered_at
-        self.cache = RowCache(cfg, self._numpy_batches) if in_memory else None
 
     def prepare_model(self, net: nn.Module) -> nn.Module:
         import ray.train.torch
@@ -230,37 +140,13 @@ class RayTrainContext:
         # DDP only when world_size > 1; it also moves the net to this worker's device.
         return ray.train.torch.prepare_model(net)
 
-    def _shard(self, name: str) -> Any:
+    def source(self, name: str) -> Any:
         import ray.train
 
         try:
             return ray.train.get_dataset_shard(name)
         except KeyError:
             return None
-
-    def _numpy_batches(self, name: str) -> Iterable[dict] | None:
-        shard = self._shard(name)
-        if shard is None:
-            return None
-        return shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
-
-    def preload(self) -> float:
-        """Read the splits into memory (in-memory runs); returns the seconds it took."""
-        return preload_rows(self.cache)
-
-    def batches(self, name: str, *, batch_size: int, seed: int | None) -> Iterable[Any] | None:
-        if self.cache is not None:
-            return self.cache.batches(name, batch_size=batch_size, seed=seed)
-        shard = self._shard(name)
-        if shard is None:
-            return None
-        buffer = self.cfg.data.shuffle_buffer if seed is not None else 0
-        return shard.iter_torch_batches(
-            batch_size=batch_size,
-            device="cpu",  # uint8 images; to_batch moves them (4x fewer bytes than float)
-            local_shuffle_buffer_size=buffer or None,
-            local_shuffle_seed=seed if buffer else None,
-        )
 
     def checkpoint(self) -> Any:
         import ray.train
@@ -291,43 +177,36 @@ def _quiet_ray_report_log() -> None:
     logging.getLogger(module.__file__).setLevel(logging.WARNING)
 
 
-def preload_rows(cache: RowCache | None) -> float:
-    """Load the train split (sorted when it is shuffled) and the test split; seconds taken."""
-    if cache is None:
-        return 0.0
-    start = time.perf_counter()
-    cache.load("train", shuffled=cache.cfg.data.shuffle_buffer > 0)
-    cache.load("test", shuffled=False)
-    return time.perf_counter() - start
-
-
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's ``train_loop_per_worker``: see the module docstring."""
+    """Ray Train's ``train_loop_per_worker``: see the module docstring.
+
+    Args:
+        loop_config: ``{SPEC_KEY: WorkerSpec}`` (Ray Train's ``train_loop_config`` is a dict).
+    """
     from jumpray.ray_utils import node_cpus, torch_threads
 
     entered = time.time()
     _quiet_ray_report_log()
-    cfg = RunConfig.model_validate(loop_config["config"])
-    in_memory = bool(loop_config.get("in_memory"))
-    ctx = RayTrainContext(cfg, in_memory=in_memory, entered_at=entered)
+    spec: WorkerSpec = loop_config[SPEC_KEY]
+    cfg = spec.config
+    ctx = RayTrainContext(cfg, in_memory=spec.in_memory, entered_at=entered)
     threads = torch_threads(
         requested=cfg.train.num_threads,
         node_cpus=node_cpus(),
         processes_on_node=ctx.local_world_size,
-        data_in_memory=in_memory,
+        data_in_memory=spec.in_memory,
         deterministic=cfg.data.preserve_order,
         fallback=torch.get_num_threads(),
     )
     torch.set_num_threads(threads)
     try:
-        run_worker(loop_config, ctx)
+        run_worker(spec, ctx)
     except JumprayError as exc:
         # A data or config error fails the same way on every retry: tell the driver, which
         # aborts the run instead of letting Ray Train restart it max_failures times.
-        queue = loop_config.get("progress_queue")
-        if queue is not None:
+        if spec.progress_queue is not None:
             with contextlib.suppress(Exception):
-                queue.put_nowait({"user_error": user_error(exc) or exc})
+                spec.progress_queue.put_nowait({"user_error": user_error(exc) or exc})
         raise
 
 
@@ -342,60 +221,52 @@ class _RunState:
     start_epoch: int = 0
 
 
-def run_worker(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
+def run_worker(spec: WorkerSpec, ctx: WorkerContext) -> None:
     """Train for ``train.epochs`` epochs, resuming from the context's checkpoint when present."""
-    cfg = RunConfig.model_validate(loop_config["config"])
-    n = int(loop_config["num_samples"])
-    method = _build(cfg, loop_config, ctx)
-    augmenter = _augmenter(cfg, loop_config)
-    state = _RunState(labels=torch.full((n,), -1, dtype=torch.int64))
+    cfg = spec.config
+    method = _build(spec, ctx)
+    augmenter = build_augmenter(
+        cfg.data, channels=spec.channels, image_hw=spec.image_hw, mean=spec.mean, std=spec.std
+    )
+    state = _RunState(labels=torch.full((spec.num_samples,), -1, dtype=torch.int64))
     state.snapshots = deque(maxlen=cfg.snapshots.keep)
-    store = loop_config.get("snapshot_store")
-    _resume(ctx, method, state, store)
-    startup = _startup_metrics(loop_config, ctx)
-    coverage = Coverage(n)
+    _resume(ctx, method, state, spec.snapshot_store)
+    startup = _startup_metrics(spec, ctx)
+    coverage = Coverage(spec.num_samples)
     distributed = ctx.world_size > 1
     # Stands in when this rank's split has no row at all (a tiny or single-block dataset).
-    fallback = _blank_batch(loop_config, augmenter, ctx.device) if distributed else None
+    fallback = (
+        _blank_batch(augmenter, ctx.device, channels=spec.channels, image_hw=spec.image_hw)
+        if distributed
+        else None
+    )
+    evaluate_on = [name for name, has in (("test", spec.has_test), ("val", spec.has_val)) if has]
     for epoch in range(state.start_epoch, cfg.train.epochs):
-        t0 = time.perf_counter()
-        method.begin_epoch(epoch, rank=ctx.rank)
-        view_gen = epoch_generator(cfg.seed, epoch=epoch, rank=ctx.rank, stream=VIEW_STREAM)
         seen: list[tuple[Tensor, Tensor]] = []
-        on_batch = _batch_hook(loop_config, ctx, epoch, coverage, state, seen)
-        batches = ctx.batches(
-            "train", batch_size=cfg.train.batch_size, seed=_shuffle_seed(cfg, epoch, ctx)
-        )
-        counts = train_epoch(
+        metrics = run_epoch(
             method,
-            batches if batches is not None else [],
+            ctx,
+            cfg=cfg,
             epoch=epoch,
+            augmenter=augmenter,
             device=ctx.device,
-            views=lambda x, g=view_gen: augmenter.train(x, g),
-            sync=any_rank if distributed else None,
-            on_batch=on_batch,
-            dummy_template=fallback if distributed else None,
+            rank=ctx.rank,
+            distributed=distributed,
+            evaluate_on=evaluate_on,
+            on_batch=_batch_hook(spec.fault, ctx.rank, epoch, coverage, state, seen),
+            dummy_template=fallback,
         )
-        metrics = finalize_counts(all_reduce_counts(counts, maximum=("train_time_s",)))
-        metrics |= method.end_epoch(epoch, gather=all_gather_pairs if distributed else None)
         metrics |= coverage.summary()
         metrics |= _flag_health(method)
-        metrics["num_dummy_steps"] = all_reduce_counts({"n": counts["num_dummy_steps"]})["n"]
         metrics["attempt_start_epoch"] = float(state.start_epoch)
         _complete_labels(state, seen)
-        if loop_config.get("has_test"):
-            metrics |= _test_metrics(cfg, method, ctx, augmenter)
-        if loop_config.get("has_val"):
-            metrics |= _test_metrics(cfg, method, ctx, augmenter, name="val")
-        metrics["epoch"] = float(epoch)
-        metrics["epoch_time_s"] = time.perf_counter() - t0
         metrics |= startup  # the attempt's first epoch only
         startup = {}
         state.history.append(metrics)
-        _epoch_end(cfg, loop_config, ctx, method, state, store, epoch, metrics)
+        _epoch_end(spec, ctx, method, state, epoch, metrics)
 
 
-def _startup_metrics(lc: dict[str, Any], ctx: WorkerContext) -> dict[str, float]:
+def _startup_metrics(spec: WorkerSpec, ctx: WorkerContext) -> dict[str, float]:
     """This attempt's start-up parts (module docstring); loads the rows when they are kept."""
     ready = time.time()
     load_s = ctx.preload()
@@ -404,8 +275,8 @@ def _startup_metrics(lc: dict[str, Any], ctx: WorkerContext) -> dict[str, float]
         "startup_load_rows_s": load_s,
         "torch_threads": float(torch.get_num_threads()),
     }
-    if lc.get("submitted_at"):
-        out["startup_trainer_s"] = max(ctx.entered_at - float(lc["submitted_at"]), 0.0)
+    if spec.submitted_at:
+        out["startup_trainer_s"] = max(ctx.entered_at - float(spec.submitted_at), 0.0)
     return out
 
 
@@ -424,14 +295,14 @@ def _flag_health(method: Method) -> dict[str, float]:
     return out
 
 
-def _build(cfg: RunConfig, lc: dict[str, Any], ctx: WorkerContext) -> Method:
+def _build(spec: WorkerSpec, ctx: WorkerContext) -> Method:
     method = build_method(
-        cfg,
-        num_classes=int(lc["num_classes"]),
-        num_samples=int(lc["num_samples"]),
-        in_channels=int(lc["channels"]),
+        spec.config,
+        num_classes=spec.num_classes,
+        num_samples=spec.num_samples,
+        in_channels=spec.channels,
         device=ctx.device,
-        noise_rate=lc.get("noise_rate"),
+        noise_rate=spec.noise_rate,
         wrap=ctx.prepare_model,
     )
     if ctx.world_size > 1:
@@ -440,22 +311,12 @@ def _build(cfg: RunConfig, lc: dict[str, Any], ctx: WorkerContext) -> Method:
     return method
 
 
-def _augmenter(cfg: RunConfig, lc: dict[str, Any]):
-    h, _ = lc["image_hw"]
-    return make_augmenter(
-        image_size=cfg.data.image_size or int(h),
-        channels=int(lc["channels"]),
-        mean=list(lc["mean"]),
-        std=list(lc["std"]),
-        recipe=cfg.data.augment,
-        strong_magnitude=cfg.data.strong_magnitude,
-    )
-
-
-def _blank_batch(lc: dict[str, Any], augmenter, device: torch.device) -> Batch:
+def _blank_batch(
+    augmenter: Augmenter, device: torch.device, *, channels: int, image_hw: Sequence[int]
+) -> Batch:
     """Two black images with label 0: the dummy-step template of a rank that got no rows."""
-    h, w = lc["image_hw"]
-    blank = torch.zeros(2, int(lc["channels"]), int(h), int(w), dtype=torch.uint8)
+    h, w = image_hw
+    blank = torch.zeros(2, int(channels), int(h), int(w), dtype=torch.uint8)
     # Its own generator: the rank's view stream is not advanced.
     weak, strong = augmenter.train(blank, torch.Generator().manual_seed(0))
     zeros = torch.zeros(2, dtype=torch.int64)
@@ -468,25 +329,17 @@ def _blank_batch(lc: dict[str, Any], augmenter, device: torch.device) -> Batch:
     )
 
 
-def _shuffle_seed(cfg: RunConfig, epoch: int, ctx: WorkerContext) -> int:
-    # A seed per (seed, epoch, rank): a resumed epoch shuffles as the interrupted one did.
-    return int(
-        epoch_generator(cfg.seed, epoch=epoch, rank=ctx.rank, stream=3).initial_seed() % 2**32
-    )
-
-
 def _batch_hook(
-    lc: dict[str, Any],
-    ctx: WorkerContext,
+    fault: FaultInjection | None,
+    rank: int,
     epoch: int,
     coverage: Coverage,
     state: _RunState,
     seen: list[tuple[Tensor, Tensor]],
-) -> Callable[[Batch], None]:
-    fault = lc.get("fault") or {}
+) -> BatchHook:
     count = [0]
 
-    def on_batch(batch: Batch) -> None:
+    def on_batch(batch: Batch, out: StepOutput) -> None:
         idx, given = batch.idx.cpu(), batch.given_label.cpu()
         coverage.add(idx)
         if state.labels_complete:
@@ -494,20 +347,15 @@ def _batch_hook(
         else:
             seen.append((idx, given))
         count[0] += 1
-        if (
-            fault
-            and ctx.rank == fault.get("rank", 0)
-            and epoch == fault.get("epoch")
-            and count[0] == fault.get("batch", 1)
-        ):
+        if fault and rank == fault.rank and epoch == fault.epoch and count[0] == fault.batch:
             _maybe_kill(fault)
 
     return on_batch
 
 
-def _maybe_kill(fault: dict[str, Any]) -> None:
+def _maybe_kill(fault: FaultInjection) -> None:
     """Test-only: SIGKILL this worker process once (a marker file stops it firing again)."""
-    marker = Path(fault["marker"])
+    marker = Path(fault.marker)
     if marker.exists():
         return
     try:
@@ -547,49 +395,16 @@ def _complete_labels(state: _RunState, seen: list[tuple[Tensor, Tensor]]) -> Non
     state.labels_complete = True
 
 
-def _test_metrics(
-    cfg: RunConfig, method: Method, ctx: WorkerContext, augmenter, name: str = "test"
-) -> dict[str, float]:
-    """Accuracy on the ``name`` dataset's given labels: ``test`` (clean) or ``val`` (a noisy
-    held-out split, for sweeps without clean labels)."""
-    batches = ctx.batches(name, batch_size=cfg.train.eval_batch_size, seed=None)
-    batches = batches if batches is not None else []
-    # The unwrapped network: evaluation runs no collective, so unequal test splits are fine.
-    model = getattr(method.eval_model(), "module", method.eval_model())
-    ev = evaluate(
-        model,
-        batches,
-        device=ctx.device,
-        test_view=augmenter.test,
-        codebook=getattr(method, "codebook", None),
-    )
-    keys = ["num_correct", "num_samples"]
-    if "semantic_accuracy" in ev:
-        ev["num_correct_semantic"] = ev["semantic_accuracy"] * ev["num_samples"]
-        keys.append("num_correct_semantic")
-    total = all_reduce_counts({k: ev[k] for k in keys})
-    n = max(total["num_samples"], 1.0)
-    out = {
-        f"{name}_accuracy": total["num_correct"] / n,
-        f"{name}_num_samples": total["num_samples"],
-    }
-    if "num_correct_semantic" in total:
-        out[f"{name}_semantic_accuracy"] = round(total["num_correct_semantic"]) / n
-    return out
-
-
 def _weights(method: Method) -> dict[str, Tensor]:
     model = getattr(method.eval_model(), "module", method.eval_model())
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _epoch_end(
-    cfg: RunConfig,
-    lc: dict[str, Any],
+    spec: WorkerSpec,
     ctx: WorkerContext,
     method: Method,
     state: _RunState,
-    store: Any,
     epoch: int,
     metrics: dict[str, float],
 ) -> None:
@@ -598,18 +413,18 @@ def _epoch_end(
         return
     weights = _weights(method)
     state.snapshots.append((epoch, weights))
-    if store is not None:
+    if spec.snapshot_store is not None:
         import ray
 
-        ray.get(store.put.remote(epoch, weights))
+        ray.get(spec.snapshot_store.put.remote(epoch, weights))
     with tempfile.TemporaryDirectory(prefix="jumpray-ckpt-") as tmp:
         save_checkpoint(
             tmp,
-            _checkpoint_state(cfg, lc, method, state, epoch, weights),
+            _checkpoint_state(spec, method, state, epoch, weights),
             meta={
-                "method": cfg.method.name,
-                "num_classes": int(lc["num_classes"]),
-                "num_samples": int(lc["num_samples"]),
+                "method": spec.config.method.name,
+                "num_classes": spec.num_classes,
+                "num_samples": spec.num_samples,
                 "snapshot_epochs": [e for e, _ in state.snapshots],
             },
         )
@@ -617,13 +432,9 @@ def _epoch_end(
 
 
 def _checkpoint_state(
-    cfg: RunConfig,
-    lc: dict[str, Any],
-    method: Method,
-    state: _RunState,
-    epoch: int,
-    weights: dict[str, Tensor],
+    spec: WorkerSpec, method: Method, state: _RunState, epoch: int, weights: dict[str, Tensor]
 ) -> dict[str, Any]:
+    cfg = spec.config
     return {
         "epoch": epoch,
         "method_name": cfg.method.name,
@@ -631,9 +442,9 @@ def _checkpoint_state(
         "model": weights,
         "model_args": {
             "backbone": cfg.model.backbone,
-            "num_classes": int(lc["num_classes"]),
+            "num_classes": spec.num_classes,
             "num_bits": cfg.model.semantic_dim if cfg.method.name == "jumpteaching" else 0,
-            "in_channels": int(lc["channels"]),
+            "in_channels": spec.channels,
             "semantic_hidden": cfg.model.semantic_hidden,
             "dropout": cfg.model.dropout,
         },
@@ -644,13 +455,13 @@ def _checkpoint_state(
         "snapshot_epochs": [e for e, _ in state.snapshots],
         "history": list(state.history),
         "data": {
-            "num_samples": int(lc["num_samples"]),
+            "num_samples": spec.num_samples,
             # The folder trained on: score.source=auto reads the history for these shards only.
-            "shards": lc.get("shards"),
-            "channels": int(lc["channels"]),
-            "image_hw": list(lc["image_hw"]),
-            "mean": list(lc["mean"]),
-            "std": list(lc["std"]),
+            "shards": spec.shards,
+            "channels": spec.channels,
+            "image_hw": list(spec.image_hw),
+            "mean": list(spec.mean),
+            "std": list(spec.std),
         },
     }
 

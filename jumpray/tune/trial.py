@@ -96,16 +96,14 @@ def run_trial(params: dict[str, Any], job: TrialJob) -> None:
     sources = []
     result = None
     try:
-        source = read_shards(job.shards, cfg.data, num_classes=cfg.num_classes, materialize=False)
+        source = read_shards(job.shards, cfg.data, num_classes=cfg.num_classes)
         sources.append(source)
         # The base seed: every trial holds out the same samples, even when `seed` is searched.
         train, val, _ = split_holdout(source, fraction=cfg.tune.val_fraction, seed=base.seed)
         test = None
         if job.test_shards is not None:
             num_classes = cfg.num_classes or source.info.num_classes
-            test = read_shards(
-                job.test_shards, cfg.data, num_classes=num_classes, materialize=False
-            )
+            test = read_shards(job.test_shards, cfg.data, num_classes=num_classes)
             sources.append(test)
         result = fit(
             cfg,

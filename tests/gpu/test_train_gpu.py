@@ -91,8 +91,8 @@ def test_amp_ddp_channels_last_on_one_gpu(amp):
 
 
 def test_ray_train_gpu_worker_with_amp(ray_cluster, tmp_path):
+    from jumpray.data.convert import write_arrays
     from jumpray.data.shards import read_shards
-    from jumpray.data.sources import write_arrays
     from jumpray.train.launch import fit
 
     rng = np.random.default_rng(0)

@@ -15,9 +15,9 @@ import pytest
 
 import jumpray
 from jumpray.cli import main
+from jumpray.data.convert import write_fashion_mnist
 from jumpray.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from jumpray.data.schema import read_index
-from jumpray.data.sources import write_fashion_mnist
 
 pytestmark = [pytest.mark.integration]
 

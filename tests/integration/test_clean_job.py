@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jumpray.cli import main
+from jumpray.data.convert import write_fashion_mnist
 from jumpray.data.schema import read_index
-from jumpray.data.sources import write_fashion_mnist
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

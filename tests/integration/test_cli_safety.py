@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jumpray.data.sources import write_from_folder
+from jumpray.data.convert import write_from_folder
 
 pytestmark = pytest.mark.integration
 

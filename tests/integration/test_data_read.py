@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from jumpray.config import DataConfig
+from jumpray.data.convert import write_arrays, write_from_list
 from jumpray.data.decode import decode_image
 from jumpray.data.shards import read_shards
-from jumpray.data.sources import write_arrays, write_from_list
 from jumpray.errors import DataError
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,8 @@ def test_arrays_round_trip_through_ray_data(tmp_path, ray_cluster):
     gray = build.tiny_images(5, size=8, channels=1, seed=12)
     write_arrays(tmp_path / "gray", gray, np.zeros(5, np.int64), num_classes=2)
     source = read_shards(tmp_path / "gray", DataConfig(channels=3), image_size=6)
-    assert type(source.dataset).__name__ == "MaterializedDataset"  # data.materialize, it fits
+    assert source.materialize()  # it fits
+    assert type(source.dataset).__name__ == "MaterializedDataset"
     rows = _by_idx(source.dataset.take_all())
     stacked = np.stack([r["image"] for r in rows])
     assert stacked.shape == (5, 3, 6, 6) and source.info.image_hw == (6, 6)
@@ -156,9 +157,8 @@ def test_bad_input_under_both_policies_and_malicious_pickles(tmp_path, ray_clust
     _bad_folder(tmp_path / "bad", target)
 
     # 9 of 13 samples are bad: above any sane limit, so the limit is lifted for this check.
-    source = read_shards(
-        tmp_path / "bad", on_error="skip", materialize=True, max_quarantine_fraction=1.0
-    )
+    source = read_shards(tmp_path / "bad", on_error="skip", max_quarantine_fraction=1.0)
+    source.materialize()
     rows = _by_idx(source.dataset.take_all())
     assert [r["key"] for r in rows] == ["s0", "s4", "s8", "s9"]
     np.testing.assert_array_equal(rows[0]["image"][0], build.tiny_images(11, size=4, seed=2)[0])
@@ -255,7 +255,8 @@ def test_materialized_rows_keep_the_read_order_whatever_order_the_reads_end_in(
         tmp_path / "uneven", images, np.arange(4005) % 10, seed=0, max_samples_per_shard=2000
     )
     for _ in range(2):
-        source = read_shards(tmp_path / "uneven", materialize=True)
+        source = read_shards(tmp_path / "uneven")
+        source.materialize()
         assert type(source.dataset).__name__ == "MaterializedDataset"
         idx = [int(i) for b in source.dataset.iter_batches(batch_size=None) for i in b["idx"]]
         assert idx == list(range(4005))

@@ -13,10 +13,10 @@ import torch
 
 from jumpray.checkpoint import load_checkpoint
 from jumpray.config import load_config
+from jumpray.data.convert import write_arrays
 from jumpray.data.decode import resolve_normalization
 from jumpray.data.fashion_mnist import load_fashion_mnist
 from jumpray.data.shards import read_shard_rows, read_shards, scan_folder
-from jumpray.data.sources import write_arrays
 from jumpray.models import build_model
 from jumpray.train.launch import fit
 from jumpray.train.local import ArraySet, run_local

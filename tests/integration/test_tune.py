@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jumpray.cli import main
-from jumpray.data.sources import write_fashion_mnist
+from jumpray.data.convert import write_fashion_mnist
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

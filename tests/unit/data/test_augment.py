@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jumpray.data.augment import STRONG_OPS, augment_batch, make_augmenter
+from jumpray.data.augment import STRONG_OPS, augment_batch, build_augmenter, make_augmenter
 from jumpray.errors import ConfigError
 
 
@@ -146,3 +146,18 @@ def test_weak_and_strong_for_256_images_of_28px_take_well_under_20_ms():
     finally:
         torch.set_num_threads(threads)
     assert sorted(times)[4] < 0.020, f"median {sorted(times)[4] * 1000:.1f} ms"
+
+
+def test_build_augmenter_reads_the_data_config_unless_given_resolved_values():
+    from jumpray.config import DataConfig
+
+    aug = build_augmenter(DataConfig(), channels=3, image_hw=(32, 40))
+    assert (aug.image_size, aug.mean, aug.std, aug.recipe) == (32, (0.5,) * 3, (0.5,) * 3, "small")
+    cfg = DataConfig(mean=[0.2], std=[0.4], image_size=24, augment="none", strong_magnitude=7)
+    aug = build_augmenter(cfg, channels=1, image_hw=(28, 28))
+    assert (aug.image_size, aug.mean, aug.std) == (24, (0.2,), (0.4,))
+    assert (aug.recipe, aug.pad, aug.strong_magnitude) == ("none", 0, 7)
+    # The launcher's resolved values (the shards' suggestion) win over the config's.
+    aug = build_augmenter(cfg, channels=1, image_hw=(28, 28), mean=(0.3,), std=(0.6,))
+    assert (aug.mean, aug.std) == ((0.3,), (0.6,))
+    assert build_augmenter(cfg, channels=1, image_hw=(28, 28), recipe="small").pad == 4

@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from jumpray.cli import main
+from jumpray.data.convert import write_from_list
 from jumpray.data.quarantine import check_quarantine_fraction
 from jumpray.data.scan import read_shard_rows, scan_folder
 from jumpray.data.schema import infer_num_classes
 from jumpray.data.shards import choose_image_size
-from jumpray.data.sources import write_from_list
 from jumpray.errors import DataError
 
 from ._build import jpeg_bytes, png_bytes, sample, tiny_images, write_tar

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from jumpray.data.augment import make_augmenter
+from jumpray.data.convert import write_arrays
 from jumpray.data.plain_reader import iter_plain
 from jumpray.data.quarantine import QuarantineLog
-from jumpray.data.sources import write_arrays
 from jumpray.errors import DataError
 
 from ._build import EVIL_MARKER, evil_pickle, png_bytes, sample, tiny_images, write_tar

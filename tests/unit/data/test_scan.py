@@ -11,7 +11,10 @@ import json
 import numpy as np
 import pytest
 
-from jumpray.data.scan import read_shard_rows, scan_folder
+from jumpray.data.plain_reader import iter_plain
+from jumpray.data.quarantine import QuarantineLog
+from jumpray.data.scan import HEADERS_PER_SHARD, read_shard_rows, scan_folder
+from jumpray.data.schema import ParsedSample, parse_sample
 from jumpray.errors import DataError
 
 from ._build import (
@@ -221,3 +224,82 @@ def test_malicious_pickle_member_is_never_loaded(tmp_path):
         np.testing.assert_array_equal(batch["image"][0, 0], IMAGES[0])
     assert not target.exists()
     assert json.loads(json.dumps(sorted(p.name for p in tmp_path.iterdir()))) == ["ds"]
+
+
+def test_one_sample_parser_and_its_reasons():
+    png = png_bytes(IMAGES[0])
+    assert parse_sample(
+        {"__key__": "k", "png": png, "cls": b" 2 ", "json": b'{"idx": 5, "clean": 1}'}
+    ) == ParsedSample(2, 5, 1, "png", png, None)
+    # The first image member in member order; a member present but not read has no bytes.
+    assert parse_sample({"webp": None, "png": png, "cls": b"0"}).image_format == "webp"
+    meta = b'{"idx": 4, "clean": 1}'
+    # A bad sample keeps the idx its json carries (its quarantine row names it).
+    assert parse_sample({"cls": b"1", "json": meta}) == ParsedSample(
+        -1, 4, -1, None, None, "no image member (one of jpg, jpeg, png, webp)"
+    )
+    assert parse_sample({"png": png, "json": meta}) == ParsedSample(
+        -1, 4, -1, "png", png, "no cls member (the label)"
+    )
+    assert parse_sample({"png": png, "cls": b"x", "json": meta}) == ParsedSample(
+        -1, 4, -1, "png", png, "cls is not an integer: b'x'"
+    )
+    bad_json = parse_sample({"png": png, "cls": b"1", "json": b"[1]"})
+    assert (bad_json.given_label, bad_json.idx, bad_json.problem) == (
+        1,
+        -1,
+        "json member is not an object",
+    )
+
+
+def test_every_reader_gives_a_bad_sample_the_same_reason(tmp_path):
+    folder = folder_of(tmp_path, [[good(0), good(1, cls="x"), good(2, image=None)]], index=False)
+    scan = scan_folder(folder, on_error="skip")
+    log = QuarantineLog("skip")
+    list(iter_plain(folder, on_error="skip", quarantine=log))
+    assert [r[3] for r in log.rows] == [r[3] for r in scan.quarantine.rows]
+    assert [r[3] for r in log.rows] == [
+        "cls is not an integer: b'x'",
+        "no image member (one of jpg, jpeg, png, webp)",
+    ]
+
+
+def test_each_tar_is_opened_once_before_the_decode_pass(tmp_path, monkeypatch):
+    from jumpray.data import shards, tario
+
+    folder = folder_of(
+        tmp_path,
+        [
+            [good(0), good(1, cls=None), good(2)],
+            [good(3), good(4, image=b"junk"), good(5, meta={"idx": 0})],
+        ],
+    )
+    opened = []
+    real_iter = tario.TarSampleReader.__iter__
+
+    def counting_iter(self):
+        opened.append(self.path.name)
+        return real_iter(self)
+
+    monkeypatch.setattr(tario.TarSampleReader, "__iter__", counting_iter)
+    scan = scan_folder(folder, on_error="skip")
+    assert sorted(opened) == ["a-000000.tar", "a-000001.tar"]
+    # The image sizes come from the headers the scan read: no tar is opened again.
+    probe = shards._probe(scan)
+    assert len(opened) == 2
+    # s1 (no cls) has no header; s5 (a duplicate idx, found by the folder plan) is left out.
+    assert list(scan.shards[0].image_headers) == [0, 2]
+    assert probe.tried == 4 and probe.shapes == [(1, 4, 4)] * 3
+    assert probe.first_error.startswith("a-000001.tar/s4: image does not decode")
+
+
+def test_the_scan_reads_a_few_image_headers_per_tar(tmp_path):
+    samples = [
+        sample(f"k{i}", image=png_bytes(IMAGES[i % 8]), cls=i % 3, meta={"idx": i})
+        for i in range(HEADERS_PER_SHARD + 5)
+    ]
+    folder = folder_of(tmp_path, [samples], counts=[len(samples)])
+    scan = scan_folder(folder, on_error="raise")
+    [shard] = scan.shards
+    assert list(shard.image_headers) == list(range(HEADERS_PER_SHARD))
+    assert set(shard.image_headers.values()) == {(1, 4, 4)}

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from jumpray.data.convert import write_arrays
 from jumpray.data.decode import decode_image
 from jumpray.data.schema import read_index
-from jumpray.data.sources import write_arrays
 from jumpray.data.tario import TarSampleReader
 from jumpray.data.writer import ShardWriter
 from jumpray.errors import DataError, UsageError

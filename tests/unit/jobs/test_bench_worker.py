@@ -30,15 +30,16 @@ def _batch(idx, dummy=False):
 def test_kept_recorder_holds_the_last_visit_of_each_sample():
     method = _FakeMethod()
     rec = KeptRecorder(6)
-    method.train_step(_batch([0, 1, 2]), epoch=0)  # before install: not recorded
-    assert not rec.kept.any()
-    rec.install(method)
-    rec.install(method)  # idempotent: wrapping twice would still record once
+
+    def step(idx, epoch, dummy=False):  # what train_epoch does with its on_batch hook
+        batch = _batch(idx, dummy=dummy)
+        rec.on_batch(batch, method.train_step(batch, epoch=epoch))
+
     for idx in ([0, 1, 2], [3, 4, 5]):
-        method.train_step(_batch(idx), epoch=1)  # kept = idx even
+        step(idx, epoch=1)  # kept = idx even
     assert rec.kept.tolist() == [True, False, True, False, True, False]
-    method.train_step(_batch([5, 4, 3, 2, 1, 0]), epoch=2)  # kept = idx odd, any order
-    method.train_step(_batch([1, 3], dummy=True), epoch=1)  # a dummy step records nothing
+    step([5, 4, 3, 2, 1, 0], epoch=2)  # kept = idx odd, any order
+    step([1, 3], epoch=1, dummy=True)  # a dummy step records nothing
     assert rec.kept.tolist() == [False, True, False, True, False, True]
 
 

@@ -71,7 +71,7 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     for epoch in range(EPOCHS):
         method.begin_epoch(epoch, rank=rank)
         counts = train_epoch(
-            method, mine_batches, epoch=epoch, sync=any_rank, on_batch=lambda b: cov.add(b.idx)
+            method, mine_batches, epoch=epoch, sync=any_rank, on_batch=lambda b, out: cov.add(b.idx)
         )
         dummies = counts["num_dummy_steps"]
         total = all_reduce_counts(counts, maximum=("train_time_s",))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jumpray.train.loop import finalize_counts, make_dummy, to_batch, train_epoch
-from jumpray.train.methods import epoch_generator
+from jumpray.train.seeds import epoch_generator
 
 from ._tiny import N, params, tiny_batches, tiny_config, tiny_method
 
@@ -159,9 +159,8 @@ def test_blank_batch_lets_an_empty_rank_step_without_effect():
     from jumpray.data.augment import make_augmenter
     from jumpray.train.worker import _blank_batch
 
-    lc = {"channels": 1, "image_hw": [8, 8]}
     aug = make_augmenter(image_size=8, channels=1, mean=[0.5], std=[0.5])
-    blank = _blank_batch(lc, aug, torch.device("cpu"))
+    blank = _blank_batch(aug, torch.device("cpu"), channels=1, image_hw=(8, 8))
     assert blank.dummy and blank.image.shape == (2, 1, 8, 8)
     assert blank.image_strong is not None
     method = tiny_method(tiny_config(jump={"warmup_epochs": 0}))

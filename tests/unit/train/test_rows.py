@@ -8,7 +8,7 @@ import torch
 
 from jumpray.config import load_config
 from jumpray.ray_utils import torch_threads
-from jumpray.train.worker import RowCache
+from jumpray.train.rows import RowCache
 
 
 def _blocks(idx_order: list[int], *, block: int = 7) -> list[dict[str, np.ndarray]]:

@@ -38,8 +38,8 @@ def test_holdout_is_stratified_seeded_and_keeps_every_class_in_training():
 
 
 def test_usable_labels_come_from_the_scan(tmp_path):
+    from jumpray.data.convert import write_arrays
     from jumpray.data.scan import scan_folder
-    from jumpray.data.sources import write_arrays
 
     images = np.zeros((30, 8, 8), np.uint8)
     labels = np.arange(30) % 3

@@ -22,8 +22,10 @@ JPEG, PNG or WebP; other formats (GIF, BMP, TIFF) are re-encoded as PNG.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from jumpray.log import get_logger
 
 __all__ = [
     "apply_noise",
+    "apply_array_noise",
     "write_arrays",
     "write_fashion_mnist",
     "read_list_file",
@@ -108,6 +111,24 @@ def apply_noise(
     return result.given_label, info
 
 
+@dataclass(frozen=True)
+class _FolderFacts:
+    """What a converter knows about the folder it writes, for index.json (the writer counts the
+    rest).
+
+    Attributes:
+        num_classes: C.
+        class_names: C names, or None.
+        noise: the ``noise`` entry of :func:`apply_noise`, or None.
+        extra: more fields for index.json, or None.
+    """
+
+    num_classes: int
+    class_names: Sequence[str] | None
+    noise: dict[str, Any] | None
+    extra: dict[str, Any] | None
+
+
 def _writer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     allowed = {
         "prefix",
@@ -166,49 +187,73 @@ def write_arrays(
             f"got {images.dtype} {images.shape}"
         )
     num_classes = int(num_classes or (labels.max() + 1 if labels.size else 1))
+    noise_info = None
     if noise and parse_noise_spec(noise)[0] != "none":
         if clean_labels is not None:
             raise ConfigError("pass either clean_labels or noise, not both (noise makes them)")
-        features = None
-        if parse_noise_spec(noise)[0] == "instance":
-            flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
-            features = (flat - flat.mean()) / max(float(flat.std()), 1e-6)
         clean_labels = labels
-        labels, noise_info = apply_noise(
-            labels,
-            spec=noise,
-            num_classes=num_classes,
-            seed=seed,
-            features=features,
-            asym_map=asym_map,
+        labels, noise_info = apply_array_noise(
+            images, labels, spec=noise, num_classes=num_classes, seed=seed, asym_map=asym_map
         )
-    else:
-        noise_info = None
+    write = functools.partial(
+        _write_images, images=images, labels=labels, clean_labels=clean_labels
+    )
+    facts = _FolderFacts(num_classes, class_names, noise_info, extra)
+    return _write_folder(out, write, facts, total=len(images), writer_options=writer_options)
+
+
+def apply_array_noise(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    spec: str | None,
+    num_classes: int,
+    seed: int,
+    asym_map: str | None = None,
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """:func:`apply_noise` for images in memory: ``instance`` noise draws from the images, flattened,
+    scaled to 0..1 and standardised over the whole array (what :func:`write_arrays` writes).
+
+    Args:
+        images: uint8 (N, H, W) or (N, H, W, C).
+        labels: (N,) int64 clean labels.
+        spec, num_classes, seed, asym_map: as :func:`apply_noise`.
+
+    Returns:
+        As :func:`apply_noise`.
+    """
+    features = None
+    if parse_noise_spec(spec or "none")[0] == "instance":
+        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        features = (flat - flat.mean()) / max(float(flat.std()), 1e-6)
+    return apply_noise(
+        labels, spec=spec, num_classes=num_classes, seed=seed, features=features, asym_map=asym_map
+    )
+
+
+def _write_images(
+    writer: ShardWriter,
+    *,
+    images: np.ndarray,
+    labels: np.ndarray,
+    clean_labels: np.ndarray | None,
+) -> PixelStats:
+    """Write each image as PNG with its labels; returns the pixel statistics of a sample."""
     stats = PixelStats(1 if images.ndim == 3 else images.shape[3])
     stride = max(1, len(images) // _STATS_SAMPLES)
-    options = _writer_kwargs(dict(writer_options))
-    with ShardWriter(out, total=len(images), **options) as writer:
-        for i in range(len(images)):
-            img = images[i]
-            chw = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
-            if i % stride == 0:
-                stats.add(chw)
-            writer.write(
-                encode_png(img),
-                image_format="png",
-                given_label=int(labels[i]),
-                clean_label=None if clean_labels is None else int(clean_labels[i]),
-                shape=chw.shape,
-            )
-        mean, std = stats.result()
-        return writer.close(
-            num_classes=num_classes,
-            class_names=list(class_names or []),
-            mean=mean,
-            std=std,
-            noise=noise_info,
-            extra=extra,
+    for i in range(len(images)):
+        img = images[i]
+        chw = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+        if i % stride == 0:
+            stats.add(chw)
+        writer.write(
+            encode_png(img),
+            image_format="png",
+            given_label=int(labels[i]),
+            clean_label=None if clean_labels is None else int(clean_labels[i]),
+            shape=chw.shape,
         )
+    return stats
 
 
 def write_fashion_mnist(
@@ -451,14 +496,12 @@ def write_from_list(
         )
         for p, y in stray
     ]
+    facts = _FolderFacts(num_classes, class_names, noise_info, {"source": source})
     return _write_entries(
         out,
         entries,
+        facts,
         root=Path(root),
-        num_classes=num_classes,
-        class_names=class_names,
-        noise_info=noise_info,
-        source=source,
         rejected=rejected,
         sources=[root, list_file, clean_list, key_list],
         writer_options=writer_options,
@@ -502,14 +545,12 @@ def write_from_folder(
         items, None, noise=noise, num_classes=len(classes), seed=seed
     )
     source = {"kind": "from-folder", "folder": str(folder), "ignored_files": ignored}
+    facts = _FolderFacts(len(classes), classes, noise_info, {"source": source})
     return _write_entries(
         out,
         entries,
+        facts,
         root=folder,
-        num_classes=len(classes),
-        class_names=classes,
-        noise_info=noise_info,
-        source=source,
         rejected=[],
         sources=[folder],
         writer_options=writer_options,
@@ -519,29 +560,58 @@ def write_from_folder(
 def _write_entries(
     out: str | Path,
     entries: Sequence[tuple[str, int, int | None]],
+    facts: _FolderFacts,
     *,
     root: Path,
-    num_classes: int,
-    class_names: Sequence[str] | None,
-    noise_info: dict[str, Any] | None,
-    source: dict[str, Any],
     rejected: Sequence[tuple[str, str]],
     sources: Sequence[str | Path | None],
     writer_options: dict[str, Any],
 ) -> ShardIndex:
-    options = _writer_kwargs(dict(writer_options))
-    with ShardWriter(out, total=len(entries), sources=sources, **options) as writer:
+    """Write the (relpath, given, clean) entries read from files under ``root``; the
+    ``rejected`` (relpath, reason) pairs are quarantined first. A noise entry in ``facts`` gets
+    the rate realized among the samples written."""
+
+    def write_samples(writer: ShardWriter) -> PixelStats:
         for relpath, reason in rejected:
             writer.skip(source=relpath, reason=reason)
         stats, wrong = _stream_files(writer, entries, root=root)
-        if noise_info is not None and writer.num_samples:
-            noise_info["realized_rate"] = round(wrong / writer.num_samples, 6)
-        mean, std = stats.result()
+        if facts.noise is not None and writer.num_samples:
+            facts.noise["realized_rate"] = round(wrong / writer.num_samples, 6)
+        return stats
+
+    return _write_folder(
+        out,
+        write_samples,
+        facts,
+        total=len(entries),
+        sources=sources,
+        writer_options=writer_options,
+    )
+
+
+def _write_folder(
+    out: str | Path,
+    write_samples: Callable[[ShardWriter], PixelStats],
+    facts: _FolderFacts,
+    *,
+    total: int,
+    writer_options: dict[str, Any],
+    sources: Sequence[str | Path | None] = (),
+) -> ShardIndex:
+    """The one way every converter writes a folder: open a :class:`ShardWriter`, let
+    ``write_samples`` fill it, close it with the pixel statistics as the suggested normalisation.
+
+    Returns:
+        The index written.
+    """
+    options = _writer_kwargs(dict(writer_options))
+    with ShardWriter(out, total=total, sources=sources, **options) as writer:
+        mean, std = write_samples(writer).result()
         return writer.close(
-            num_classes=num_classes,
-            class_names=list(class_names or []),
+            num_classes=facts.num_classes,
+            class_names=list(facts.class_names or []),
             mean=mean,
             std=std,
-            noise=noise_info,
-            extra={"source": source},
+            noise=facts.noise,
+            extra=facts.extra,
         )

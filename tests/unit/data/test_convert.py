@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from jumpray.data.convert import read_list_file, write_from_folder, write_from_list
 from jumpray.data.decode import decode_image
-from jumpray.data.schema import read_index
-from jumpray.data.sources import read_list_file, write_from_folder, write_from_list
+from jumpray.data.schema import ShardIndex, read_index
 from jumpray.data.tario import TarSampleReader
 from jumpray.errors import ConfigError, DataError
 
@@ -27,16 +27,28 @@ def _samples(folder):
     return rows
 
 
+def _from_clothing1m_lists(root, out, labels: str, keys: str, **options) -> ShardIndex:
+    """Shards from the Clothing1M lists ``label/<labels>`` and ``label/<keys>`` (clean labels from
+    ``label/clean_label_kv.txt``, C = 14)."""
+    return write_from_list(
+        root / "label" / labels,
+        root=root,
+        out=out,
+        key_list=root / "label" / keys,
+        clean_list=root / "label" / "clean_label_kv.txt",
+        num_classes=14,
+        **options,
+    )
+
+
 def test_clothing1m_layout_with_key_list_and_clean_list(tmp_path):
     root = tmp_path / "clothing1m"
     paths, images, noisy = make_clothing1m(root)
-    index = write_from_list(
-        root / "label" / "noisy_label_kv.txt",
-        root=root,
-        out=tmp_path / "train",
-        key_list=root / "label" / "noisy_train_key_list.txt",
-        clean_list=root / "label" / "clean_label_kv.txt",
-        num_classes=14,
+    index = _from_clothing1m_lists(
+        root,
+        tmp_path / "train",
+        "noisy_label_kv.txt",
+        "noisy_train_key_list.txt",
         max_samples_per_shard=3,
     )
     rows = _samples(tmp_path / "train")
@@ -51,14 +63,8 @@ def test_clothing1m_layout_with_key_list_and_clean_list(tmp_path):
     assert index.extra["num_clean_labels"] == 2 and [s.num_samples for s in index.shards] == [3, 1]
     assert index.channels == 3 and index.image_size == [16, 16]
     # The test split: labels from the clean list itself.
-    test = write_from_list(
-        root / "label" / "clean_label_kv.txt",
-        root=root,
-        out=tmp_path / "test",
-        key_list=root / "label" / "clean_test_key_list.txt",
-        clean_list=root / "label" / "clean_label_kv.txt",
-        num_classes=14,
-        prefix="test",
+    test = _from_clothing1m_lists(
+        root, tmp_path / "test", "clean_label_kv.txt", "clean_test_key_list.txt", prefix="test"
     )
     [(given, meta, _)] = _samples(tmp_path / "test")
     assert (given, meta["clean"], meta["source"]) == (9, 9, paths[5])
@@ -149,8 +155,8 @@ def test_from_folder_classes_sorted_bad_image_quarantined_and_noise(tmp_path):
 
 
 def test_fashion_mnist_source_first_n_in_file_order(tmp_path, fashion_mnist_dir):
+    from jumpray.data.convert import write_fashion_mnist
     from jumpray.data.fashion_mnist import load_fashion_mnist
-    from jumpray.data.sources import write_fashion_mnist
 
     images, labels = load_fashion_mnist("test", limit=30)
     index = write_fashion_mnist(tmp_path / "fm", split="test", limit=30, noise="asym:0.9", seed=0)
