@@ -74,7 +74,8 @@ class UsageError(JumprayError, ValueError):
 
 
 class TrackingError(JumprayError, RuntimeError):
-    """The experiment tracker failed and ``tracking.strict`` is on."""
+    """The experiment tracker failed and ``tracking.strict`` is on, or a logged model could not
+    be loaded."""
 
 
 def user_error(exc: BaseException) -> JumprayError | None:

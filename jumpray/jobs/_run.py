@@ -32,6 +32,8 @@ __all__ = [
     "JobInputs",
     "tracking_lines",
     "shown",
+    "job_arguments",
+    "claim_shard_run",
 ]
 
 log = get_logger(__name__)
@@ -197,3 +199,32 @@ def shown(path: str | Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def job_arguments(args: Any, *names: str) -> dict[str, Any]:
+    """The named command-line arguments as keyword arguments of a ``run_<command>`` function
+    (the CLI's ``run`` and the Python API call the same function)."""
+    return {name: getattr(args, name) for name in names}
+
+
+def claim_shard_run(
+    command: str, out: Path, shards: Path, test_shards: Path | None, **options: Any
+) -> Claim:
+    """Claim OUT for a command that reads shards (and test shards), then check both folders: a
+    wrong path fails here, in a second, not after Ray has started.
+
+    Args:
+        options: :func:`jumpray.runs.claim_output` keywords (``overwrite``, ``resume``, ...).
+    """
+    from jumpray.data.scan import check_shard_folders
+    from jumpray.runs import claim_output
+
+    claim = claim_output(
+        out,
+        command=command,
+        sources=[shards, test_shards],
+        inputs={"shards": shards, "test_shards": test_shards},
+        **options,
+    )
+    check_shard_folders(shards, test_shards)
+    return claim

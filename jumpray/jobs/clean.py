@@ -97,19 +97,11 @@ def run_clean(
     The summary's ``log_path`` is the log file (None when verbose) and ``tracker`` the MLflow
     tracker, both for the caller's summary lines (not written to summary.json).
     """
-    from jumpray.data.scan import check_shard_folders
-    from jumpray.jobs._run import run_session
-    from jumpray.runs import claim_output
+    from jumpray.jobs._run import claim_shard_run, run_session
 
-    claim = claim_output(
-        out,
-        command="clean",
-        sources=[shards, test_shards],
-        inputs={"shards": shards, "test_shards": test_shards},
-        overwrite=overwrite,
-        replace_finished=replace_finished,
+    claim = claim_shard_run(
+        "clean", out, shards, test_shards, overwrite=overwrite, replace_finished=replace_finished
     )
-    check_shard_folders(shards, test_shards)
     with run_session(claim, verbose=verbose) as session:
         summary, tracker = _clean(cfg, session, shards, test_shards, write_shards, address, title)
     return summary | {"log_path": session.log_path, "tracker": tracker}
@@ -159,6 +151,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
             "train_wall_s": round(train_s, 1),
             "train_epochs": len(result.history),
             "checkpoint": str(result.checkpoint_dir),
+            "mlflow_model_uri": result.summary.get("mlflow_model_uri"),
         }
         extra |= {k: v for k, v in result.summary.items() if k.startswith(STARTUP_PREFIXES)}
         if "test_accuracy" in final:

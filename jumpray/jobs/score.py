@@ -3,6 +3,8 @@
 Examples::
 
     jumpray score --shards shards/fm-train --checkpoint runs/jt/checkpoint --out runs/jt-score
+    # the model a training run logged to MLflow (or registered: models:/NAME/VERSION)
+    jumpray score --shards shards/fm-train --checkpoint runs:/RUN_ID/model --out runs/s3
     jumpray score --shards shards/fm-train --checkpoint runs/jt/checkpoint --out runs/s2 \\
         score.combine=vote score.num_actors=1 score.cpus_per_actor=1
     # a cluster, one GPU per scoring actor
@@ -32,7 +34,7 @@ from jumpray.config import RunConfig, load_config
 from jumpray.log import echo, get_logger
 from jumpray.score.outputs import SUMMARY_FILE, score_and_report
 
-__all__ = ["add_arguments", "run", "summary_text"]
+__all__ = ["add_arguments", "run", "run_score", "summary_text"]
 
 log = get_logger(__name__)
 
@@ -41,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=Path, required=True, help="the shard folder to score")
     parser.add_argument(
         "--checkpoint",
-        type=Path,
         required=True,
-        help="a checkpoint folder (OUT/checkpoint of jumpray train or clean)",
+        help="a checkpoint folder (OUT/checkpoint of jumpray train or clean), or the MLflow "
+        "model they logged: runs:/RUN_ID/model or models:/NAME/VERSION (tracking.uri)",
     )
     parser.add_argument("--out", type=Path, required=True, help="the output folder")
     parser.add_argument(
@@ -58,47 +60,92 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the shards with the checkpoint's snapshots; print a one-screen summary."""
-    from jumpray.checkpoint import load_checkpoint
-    from jumpray.jobs._run import run_session
-    from jumpray.runs import claim_output
+    from jumpray.jobs._run import job_arguments
 
-    base = load_checkpoint(args.checkpoint).get("config") or {}
-    cfg = load_config(args.config, args.overrides, base=base)
-    claim = claim_output(
-        args.out,
-        command="score",
-        sources=[args.shards, args.test_shards, args.checkpoint],
-        inputs={
-            "shards": args.shards,
-            "test_shards": args.test_shards,
-            "checkpoint": args.checkpoint,
-        },
-        overwrite=args.overwrite,
-    )
-    from jumpray.data.scan import check_shard_folders
-
-    check_shard_folders(args.shards, args.test_shards)
-    with run_session(claim, verbose=args.verbose) as session:
-        summary = _score(cfg, args, session)
-    echo(summary_text(summary, out=args.out, command="score", log_path=session.log_path))
+    names = ("shards", "checkpoint", "out", "test_shards", "config", "overrides", "address")
+    summary = run_score(**job_arguments(args, *names, "overwrite", "verbose"))
+    echo(summary_text(summary, out=args.out, command="score", log_path=summary["log_path"]))
     return 0
 
 
-def _score(cfg: RunConfig, args: argparse.Namespace, session) -> dict[str, Any]:
+def run_score(
+    *,
+    shards: Path,
+    checkpoint: str | Path,
+    out: Path,
+    test_shards: Path | None = None,
+    config: str | Path | None = None,
+    overrides: Any = (),
+    address: str | None = None,
+    overwrite: bool = False,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """The score job (module docstring); returns the summary written to OUT/summary.json.
+
+    Args:
+        checkpoint: a checkpoint folder, or an MLflow model URI (``runs:/RUN_ID/model``,
+            ``models:/NAME/VERSION``) logged by ``jumpray train`` / ``clean``, read from
+            ``tracking.uri``; the model scores as one snapshot.
+        config, overrides: ``--config`` and the dotted overrides, applied over the checkpoint's
+            (or the model's) training config.
+        overwrite: replace an earlier output in ``out`` (:func:`jumpray.runs.claim_output`).
+        verbose: leave Ray's output on the console; False writes it to OUT/logs/.
+
+    The summary's ``log_path`` is the log file (None when verbose); it is not written to
+    summary.json.
+    """
+    from jumpray.jobs._run import run_session
+    from jumpray.runs import claim_output
+    from jumpray.tracking import is_model_uri
+
+    served = None
+    if is_model_uri(checkpoint):
+        from jumpray.tracking import load_pytorch_model
+
+        uri = load_config(config, overrides).tracking.uri
+        served = load_pytorch_model(str(checkpoint), tracking_uri=uri)
+        base = dict(getattr(served, "config", None) or {})
+    else:
+        from jumpray.checkpoint import load_checkpoint
+
+        checkpoint = Path(checkpoint)
+        base = load_checkpoint(checkpoint).get("config") or {}
+    cfg = load_config(config, overrides, base=base)
+    claim = claim_output(
+        out,
+        command="score",
+        sources=[shards, test_shards] + ([] if served is not None else [checkpoint]),
+        inputs={"shards": shards, "test_shards": test_shards, "checkpoint": str(checkpoint)},
+        overwrite=overwrite,
+    )
+    from jumpray.data.scan import check_shard_folders
+
+    check_shard_folders(shards, test_shards)
+    with run_session(claim, verbose=verbose) as session:
+        summary = _score(cfg, session, shards, test_shards, checkpoint, address, served)
+    return summary | {"log_path": session.log_path}
+
+
+def _score(cfg: RunConfig, session, shards, test_shards, checkpoint, address, served):
     """Inside the run session: Ray, the snapshots, scoring, publish; returns the summary."""
     from jumpray.jobs._run import read_inputs, start_ray
 
-    start_ray(args.address or cfg.scaling.address)
-    from jumpray.score.pipeline import evaluate_accuracy, snapshots_from_checkpoint
+    start_ray(address or cfg.scaling.address)
+    from jumpray.score.pipeline import (
+        evaluate_accuracy,
+        snapshots_from_checkpoint,
+        snapshots_from_served,
+    )
 
-    snaps = snapshots_from_checkpoint(args.checkpoint, cfg.score.num_snapshots)
+    if served is not None:
+        snaps = snapshots_from_served(served, source=str(checkpoint))
+    else:
+        snaps = snapshots_from_checkpoint(checkpoint, cfg.score.num_snapshots)
     num_classes = int(snaps.model_args["num_classes"])
     # The size the model was trained at, whatever sizes these shards hold.
     size = cfg.data.image_size or min(int(v) for v in snaps.data["image_hw"])
-    inputs = read_inputs(
-        cfg, args.shards, args.test_shards, num_classes=num_classes, image_size=size
-    )
-    extra: dict[str, Any] = {"checkpoint": str(args.checkpoint)}
+    inputs = read_inputs(cfg, shards, test_shards, num_classes=num_classes, image_size=size)
+    extra: dict[str, Any] = {"checkpoint": str(checkpoint)}
     try:
         if inputs.test is not None:
             extra["test_accuracy"] = evaluate_accuracy(inputs.test, snaps, cfg)
@@ -156,6 +203,8 @@ def summary_text(
         f"({s['scoring_samples_per_s']:.1f} samples/s)"
     )
     lines.append(f"  outputs: {out}/labels.parquet, summary.json, quarantine.parquet, report.html")
+    if s.get("mlflow_model_uri"):
+        lines.append(f"  MLflow model: {s['mlflow_model_uri']} (jumpray score --checkpoint URI)")
     if log_path is not None:
         lines.append(f"  log (Ray's output): {shown(log_path)}")
     if tracker is not None:

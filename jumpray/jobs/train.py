@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from jumpray.cli import add_config_arguments, add_overwrite_argument
-from jumpray.config import load_config
+from jumpray.config import RunConfig, load_config
 from jumpray.log import echo, get_logger
 
-__all__ = ["add_arguments", "run", "summary_text", "startup_lines"]
+__all__ = ["add_arguments", "run", "run_train", "summary_text", "startup_lines"]
 
 log = get_logger(__name__)
 
@@ -52,43 +52,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the shards, train, print a one-screen summary; returns 0."""
-    from jumpray.jobs._run import resume_name, run_session
-    from jumpray.runs import claim_output
-
     cfg = load_config(args.config, args.overrides)
-    if args.resume:
-        resume_name(args.out, required=True)
-    claim = claim_output(
-        args.out,
-        command="train",
-        sources=[args.shards, args.test_shards],
-        inputs={"shards": args.shards, "test_shards": args.test_shards},
-        overwrite=args.overwrite,
-        resume=args.resume,
-    )
-    from jumpray.data.scan import check_shard_folders
+    from jumpray.jobs._run import job_arguments
 
-    # A wrong path fails here, in a second, not after Ray has started.
-    check_shard_folders(args.shards, args.test_shards)
-    with run_session(claim, verbose=args.verbose) as session:
-        summary, tracker = _train(cfg, args, session, resume=claim.resume)
-    echo(summary_text(summary, out=args.out, log_path=session.log_path, tracker=tracker))
+    names = ("shards", "out", "test_shards", "address", "resume", "overwrite", "verbose")
+    summary = run_train(cfg, **job_arguments(args, *names))
+    echo(
+        summary_text(
+            summary, out=args.out, log_path=summary["log_path"], tracker=summary["tracker"]
+        )
+    )
     return 0
 
 
-def _train(cfg, args: argparse.Namespace, session, *, resume: bool) -> tuple[dict[str, Any], Any]:
+def run_train(
+    cfg: RunConfig,
+    *,
+    shards: Path,
+    out: Path,
+    resume: bool = False,
+    test_shards: Path | None = None,
+    overwrite: bool = False,
+    address: str | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """The train job (module docstring); returns the summary written to OUT/train_summary.json.
+
+    Args:
+        resume: continue the run recorded in OUT (``--resume``).
+        overwrite: replace an earlier output in ``out`` (:func:`jumpray.runs.claim_output`).
+        verbose: leave Ray's output on the console; False writes it to OUT/logs/.
+
+    The summary's ``log_path`` is the log file (None when verbose) and ``tracker`` the MLflow
+    tracker, both for the caller's summary lines (not written to the file).
+    """
+    from jumpray.jobs._run import claim_shard_run, resume_name, run_session
+
+    if resume:
+        resume_name(out, required=True)
+    claim = claim_shard_run("train", out, shards, test_shards, overwrite=overwrite, resume=resume)
+    with run_session(claim, verbose=verbose) as session:
+        summary, tracker = _train(cfg, session, shards, test_shards, address, resume=claim.resume)
+    return summary | {"log_path": session.log_path, "tracker": tracker}
+
+
+def _train(
+    cfg, session, shards, test_shards, address, *, resume: bool
+) -> tuple[dict[str, Any], Any]:
     """Inside the run session: Ray, the shards, fit, publish; returns (summary, tracker)."""
     from jumpray.jobs._run import read_inputs, resume_name, start_ray
     from jumpray.tracking import build_tracker
 
-    startup = start_ray(args.address or cfg.scaling.address)
+    startup = start_ray(address or cfg.scaling.address)
     from jumpray.train.launch import SUMMARY_FILE, fit
 
     # fit() caches only the tensor columns (data.materialize), so the reader does not.
-    inputs = read_inputs(cfg, args.shards, args.test_shards, num_classes=cfg.num_classes)
+    inputs = read_inputs(cfg, shards, test_shards, num_classes=cfg.num_classes)
     train, test = inputs.train, inputs.test
     startup |= inputs.startup
-    tracker = build_tracker(cfg.tracking, default_name=f"train-{Path(args.shards).name}")
+    tracker = build_tracker(cfg.tracking, default_name=f"train-{Path(shards).name}")
     tracker.set_tags({"jumpray.job": "train"})
     try:
         result = fit(
@@ -145,6 +167,8 @@ def summary_text(
         f"  snapshots kept (epochs): {s['snapshot_epochs']}",
         f"  outputs: {out}/checkpoint/, train_summary.json, selection_curves.png, model.pt",
     ]
+    if s.get("mlflow_model_uri"):
+        lines.append(f"  MLflow model: {s['mlflow_model_uri']} (jumpray score --checkpoint URI)")
     if log_path is not None:
         lines.append(f"  log (Ray's output): {shown(log_path)}")
     if tracker is not None:

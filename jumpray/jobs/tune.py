@@ -33,7 +33,7 @@ from jumpray.cli import add_config_arguments
 from jumpray.config import load_config
 from jumpray.errors import ConfigError, UsageError
 
-__all__ = ["add_arguments", "run", "summary_text"]
+__all__ = ["add_arguments", "run", "run_tune", "summary_text"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,30 +77,64 @@ def _check_fresh_out(out: Path, *, resume: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run or resume the sweep and print a one-screen summary; 130 when it was interrupted."""
-    if args.resume and (args.config or args.overrides):
-        raise ConfigError(
-            "--resume continues the sweep with the config it was started with; drop --config "
-            "and the overrides (or start a new --out)"
-        )
-    cfg = load_config(args.config, args.overrides)
-    from jumpray.data.scan import check_shard_folders
-    from jumpray.ray_utils import init_ray
-    from jumpray.runs import check_sources
+    from jumpray.jobs._run import job_arguments
 
-    check_sources(args.out, [args.shards, args.test_shards])
-    _check_fresh_out(args.out, resume=args.resume)
-    check_shard_folders(args.shards, args.test_shards)
-    init_ray(address=args.address or cfg.scaling.address)
-    from jumpray.tune.sweep import run_sweep
-
-    result = run_sweep(
-        cfg, shards=args.shards, out=args.out, test_shards=args.test_shards, resume=args.resume
-    )
+    names = ("shards", "out", "config", "overrides", "resume", "test_shards", "address")
+    result = run_tune(**job_arguments(args, *names))
     print(summary_text(result, shards=args.shards, test_shards=args.test_shards))
     if result.complete:
         return 0
     budget = result.config.tune.time_budget_s
     return 0 if budget is not None and result.wall_s >= budget else 130
+
+
+def run_tune(
+    *,
+    shards: Path,
+    out: Path,
+    config: str | Path | None = None,
+    overrides: Any = (),
+    resume: bool = False,
+    test_shards: Path | None = None,
+    address: str | None = None,
+) -> Any:
+    """The tune job (module docstring); returns the :class:`jumpray.tune.sweep.SweepResult`.
+
+    Ray is joined when it runs (the caller's ``ray.init``) and started otherwise; a Ray started
+    here is shut down at the end, one the caller started never is.
+
+    Args:
+        config, overrides: ``--config`` and the dotted overrides (or a nested mapping).
+        resume: continue the sweep in ``out`` with its saved config (no config or overrides).
+
+    Raises:
+        ConfigError: ``resume`` with a config or overrides.
+    """
+    if resume and (config or overrides):
+        raise ConfigError(
+            "--resume continues the sweep with the config it was started with; drop --config "
+            "and the overrides (or start a new --out)"
+        )
+    cfg = load_config(config, overrides)
+    import sys
+
+    from jumpray.data.scan import check_shard_folders
+    from jumpray.ray_utils import init_ray
+    from jumpray.runs import check_sources
+
+    check_sources(out, [shards, test_shards])
+    _check_fresh_out(out, resume=resume)
+    check_shard_folders(shards, test_shards)
+    ray = sys.modules.get("ray")
+    ray_was_up = bool(ray is not None and ray.is_initialized())
+    init_ray(address=address or cfg.scaling.address)
+    try:
+        from jumpray.tune.sweep import run_sweep
+
+        return run_sweep(cfg, shards=shards, out=out, test_shards=test_shards, resume=resume)
+    finally:
+        if not ray_was_up:
+            sys.modules["ray"].shutdown()
 
 
 def summary_text(result: Any, *, shards: Path, test_shards: Path | None = None) -> str:

@@ -88,6 +88,7 @@ __all__ = [
     "label_quality_scores",
     "find_label_issues",
     "rank_label_issues",
+    "check_inputs",
 ]
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_joint")
@@ -200,6 +201,18 @@ def _check(given_label: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray,
     if not np.isfinite(probs).all() or probs.min(initial=0.0) < 0 or probs.max(initial=0.0) > 1:
         raise ValueError("pred_probs must be finite probabilities in [0, 1]")
     return given.astype(np.int64), probs
+
+
+def check_inputs(given_label: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate array inputs at a public entry point.
+
+    Returns:
+        ``(given_label, pred_probs)`` as (N,) int64 and (N, C) float64.
+
+    Raises:
+        ValueError: the wrong shape, dtype or range (the message names the argument and the fix).
+    """
+    return _check(given_label, pred_probs)
 
 
 def _check_choice(value: str, choices: Sequence[str], name: str) -> None:

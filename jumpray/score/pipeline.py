@@ -47,7 +47,7 @@ from jumpray.data.writer import ProgressLog
 from jumpray.errors import ConfigError, DataError
 from jumpray.log import get_logger
 from jumpray.score.decide import Decision
-from jumpray.score.rules import LabelRule, make_rule
+from jumpray.score.rules import build_rule
 from jumpray.score.scorer import Scorer, ScorerSpec
 from jumpray.score.sources import (
     HISTORY_FORMULAS,
@@ -67,6 +67,7 @@ __all__ = [
     "build_rule",
     "snapshots_from_checkpoint",
     "snapshots_from_refs",
+    "snapshots_from_served",
     "load_sample_history",
     "check_resources",
     "score_shards",
@@ -184,6 +185,35 @@ def snapshots_from_refs(
     )
 
 
+def snapshots_from_served(model: Any, *, source: str | None = None) -> SnapshotSet:
+    """One snapshot: the network of a logged MLflow model (:mod:`jumpray.models.serving`), put
+    in the object store.
+
+    Args:
+        model: a :class:`~jumpray.models.serving.ProbabilityModel` (from
+            :func:`jumpray.tracking.load_pytorch_model`).
+        source: the model URI, for the summary.
+
+    Raises:
+        DataError: ``model`` is not a jumpray probability model.
+    """
+    for name in ("net", "model_args", "data", "config"):
+        if not hasattr(model, name):
+            raise DataError(
+                f"{source or 'the model'} is not a jumpray model (no {name!r}); log it with "
+                "jumpray train or jumpray clean"
+            )
+    weights = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
+    return SnapshotSet(
+        epochs=[int(getattr(model, "epoch", -1))],
+        refs=[ray.put(weights)],
+        model_args=dict(model.model_args),
+        data=dict(model.data),
+        config=dict(model.config),
+        checkpoint=None,
+    )
+
+
 def load_sample_history(snaps: SnapshotSet) -> SampleHistory:
     """The per-sample training history saved in the snapshots' checkpoint.
 
@@ -224,20 +254,6 @@ def build_spec(cfg: RunConfig, snaps: SnapshotSet) -> ScorerSpec:
         decision=decision,
         top_k=cfg.score.top_k,
     )
-
-
-def build_rule(score: ScoreConfig, num_classes: int) -> LabelRule:
-    """The label decision named by ``score.decision``, with its ``score.*`` parameters."""
-    if score.decision == "threshold":
-        params: dict[str, Any] = {"threshold": score.threshold}
-    else:
-        params = {
-            "filter_by": score.filter_by,
-            "rank_by": score.rank_by,
-            "min_examples_per_class": score.min_examples_per_class,
-            "exclude_predicted_given": score.exclude_predicted_given,
-        }
-    return make_rule(score.decision, num_classes=num_classes, **params)
 
 
 def check_resources(score: ScoreConfig) -> None:

@@ -22,12 +22,15 @@ confident learning's noise estimates (per-class thresholds, noise matrix, per-cl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from jumpray.errors import ConfigError
-from jumpray.score.confident import ConfidentLearning, ProbBatch, RankedIssues
+from jumpray.score.confident import ConfidentLearning, ProbBatch, RankedIssues, check_inputs
+
+if TYPE_CHECKING:
+    from jumpray.config import ScoreConfig
 
 __all__ = [
     "DECISION_COLUMNS",
@@ -36,6 +39,9 @@ __all__ = [
     "ThresholdRule",
     "ConfidentRule",
     "make_rule",
+    "build_rule",
+    "decide_in_memory",
+    "decide_arrays",
 ]
 
 # The columns a rule decides, in table order.
@@ -201,3 +207,89 @@ def make_rule(name: str, *, num_classes: int, **params: Any) -> LabelRule:
             f"score.decision: unknown decision {name!r}; valid: {', '.join(sorted(DECISION_RULES))}"
         ) from None
     return cls(num_classes, **params)
+
+
+def build_rule(score: ScoreConfig, num_classes: int) -> LabelRule:
+    """The label decision named by ``score.decision``, with its ``score.*`` parameters (what
+    ``jumpray score`` / ``clean`` and :func:`jumpray.find_label_issues` both decide with)."""
+    if score.decision == "threshold":
+        params: dict[str, Any] = {"threshold": score.threshold}
+    else:
+        params = {
+            "filter_by": score.filter_by,
+            "rank_by": score.rank_by,
+            "min_examples_per_class": score.min_examples_per_class,
+            "exclude_predicted_given": score.exclude_predicted_given,
+        }
+    return make_rule(score.decision, num_classes=num_classes, **params)
+
+
+def decide_in_memory(rule: LabelRule, batch: Batch) -> dict[str, np.ndarray]:
+    """Run every pass of ``rule`` over one in-memory batch, then decide it.
+
+    The label table runs the same passes over ``labels.parquet`` in record batches
+    (:func:`jumpray.score.table.decide_table`); a rule's result does not depend on the batching.
+
+    Args:
+        batch: the :data:`jumpray.score.table.RULE_COLUMNS` of all N rows.
+
+    Returns:
+        The :data:`DECISION_COLUMNS`, (N,) each.
+    """
+    for p in range(rule.num_passes):
+        rule.observe(p, batch)
+        rule.end_pass(p)
+    return rule.decide(batch)
+
+
+def decide_arrays(
+    given_label: np.ndarray, pred_probs: np.ndarray, score: ScoreConfig
+) -> dict[str, np.ndarray]:
+    """The decision ``score.*`` makes in ``jumpray score`` / ``clean``, on in-memory arrays.
+
+    The rows are built as the label table holds them (p(given), the top ``score.top_k`` classes
+    and their probabilities, idx = row position) and run through :func:`build_rule` and
+    :func:`decide_in_memory`: the same rule classes and passes as the table.
+
+    Args:
+        given_label: (N,) int in [0, C).
+        pred_probs: (N, C) probabilities (any model's; one "snapshot").
+        score: the ``score`` section (decision, filter_by, rank_by, threshold, formula, ...).
+
+    Returns:
+        :data:`DECISION_COLUMNS`, (N,) each; ``rank`` is 1 for the most suspicious issue, 0 for
+        rows that are not issues.
+
+    Raises:
+        ValueError: bad arrays, or a ``score.formula`` that needs the network's semantic head.
+    """
+    from jumpray.score.decide import label_score
+
+    given, probs = check_inputs(given_label, pred_probs)
+    num_classes = probs.shape[1]
+    batch = ProbBatch.from_probs(given, probs, k=min(score.top_k, num_classes))
+    cols: dict[str, np.ndarray] = {
+        "idx": batch.idx,
+        "given_label": batch.given_label,
+        "prob_given": batch.prob_given,
+        "top_labels": batch.top_labels,
+        "top_probs": batch.top_probs,
+    }
+    if score.decision == "threshold":
+        one = {"prob_given": batch.prob_given[None], "margin": _margin(probs, given)[None]}
+        try:
+            cols["label_score"] = label_score(one, formula=score.formula, combine=score.combine)
+        except KeyError:
+            raise ValueError(
+                f"score.formula={score.formula} needs the network's semantic head; on arrays of "
+                "probabilities use score.formula=prob or margin"
+            ) from None
+    return decide_in_memory(build_rule(score, num_classes), cols)
+
+
+def _margin(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """(N,) p(given) minus the largest other probability, in [-1, 1] (the scorer's ``margin``)."""
+    rows = np.arange(given.size)
+    others = probs.copy()
+    others[rows, given] = -np.inf
+    return probs[rows, given] - others.max(axis=1, initial=-np.inf).clip(min=0.0)

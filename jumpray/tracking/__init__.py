@@ -19,11 +19,22 @@ from jumpray.config import TrackingConfig
 from jumpray.errors import TrackingError
 from jumpray.log import get_logger
 
-__all__ = ["Tracker", "MlflowTracker", "NoopTracker", "build_tracker", "resolve_tracking_uri"]
+__all__ = [
+    "Tracker",
+    "MlflowTracker",
+    "NoopTracker",
+    "build_tracker",
+    "resolve_tracking_uri",
+    "load_pytorch_model",
+    "is_model_uri",
+    "MODEL_URI_SCHEMES",
+]
 
 log = get_logger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# URIs that name a logged MLflow model rather than a folder.
+MODEL_URI_SCHEMES = ("runs:/", "models:/")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -45,6 +56,10 @@ class NoopTracker:
     def log_dict(self, data: Any, name: str) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
+
+    def log_pytorch_model(self, model: Any, **options: Any) -> str | None:
+        """Log a torch module as an MLflow model; returns its ``runs:/`` URI (None: not logged)."""
+        return None
 
 
 class MlflowTracker(NoopTracker):
@@ -159,8 +174,102 @@ class MlflowTracker(NoopTracker):
     def end(self, status: str = "FINISHED") -> None:
         self._guard("end", self._client.set_terminated, self.run_id, status)
 
+    def log_pytorch_model(
+        self,
+        model: Any,
+        *,
+        name: str = "model",
+        input_example: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Log ``model`` as an MLflow model (``mlflow.pytorch`` flavour) under ``name``.
+
+        The model is saved with its pickled class (jumpray must be importable where it is
+        loaded), a tensor signature inferred from ``input_example`` and the model's output on it,
+        and ``metadata`` in its MLmodel file. It is written by ``save_model`` and uploaded with
+        the run's client (no fluent run, no change of the global tracking URI), so it loads as
+        ``runs:/RUN_ID/NAME`` and can be registered (``mlflow.register_model``).
+
+        Args:
+            model: a torch module taking one tensor.
+            name: the artifact folder.
+            input_example: a numpy batch the model accepts.
+            metadata: JSON-ready values stored in MLmodel.
+
+        Returns:
+            ``runs:/RUN_ID/NAME``, or None when it could not be logged (a warning says why).
+        """
+        done = self._guard(
+            "log_model", self._log_pytorch_model, model, name, input_example, metadata
+        )
+        return f"runs:/{self.run_id}/{name}" if done else None
+
+    def _log_pytorch_model(self, model, name, input_example, metadata) -> bool:
+        import tempfile
+
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.asarray(input_example))).cpu().numpy()
+        example = np.asarray(input_example)
+        # Any batch size and image size: the model crops and resizes to its own.
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:2], -1, -1))]),
+            outputs=Schema([TensorSpec(out.dtype, (-1, *out.shape[1:]))]),
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            mlflow.pytorch.save_model(
+                model,
+                str(path),
+                signature=signature,
+                input_example=example,
+                metadata=dict(metadata or {}),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "jumpray"],
+                serialization_format="pickle",
+            )
+            self._client.log_artifacts(self.run_id, str(path), name)
+        return True
+
 
 Tracker = NoopTracker
+
+
+def is_model_uri(value: str | Path) -> bool:
+    """True for an MLflow model URI (``runs:/...``, ``models:/...``), False for a folder."""
+    return str(value).startswith(MODEL_URI_SCHEMES)
+
+
+def load_pytorch_model(uri: str, *, tracking_uri: str | None = None) -> Any:
+    """Load a model logged by :meth:`MlflowTracker.log_pytorch_model` as a torch module (CPU).
+
+    Args:
+        uri: ``runs:/RUN_ID/model``, ``models:/NAME/VERSION`` or any MLflow model URI.
+        tracking_uri: the store the URI refers to (:func:`resolve_tracking_uri`); the global
+            MLflow tracking URI is restored afterwards.
+
+    Raises:
+        TrackingError: the model cannot be loaded (the message names the URI and the store).
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    store = resolve_tracking_uri(tracking_uri)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)
+    try:
+        return mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as exc:
+        raise TrackingError(
+            f"cannot load the MLflow model {uri} from {store} ({type(exc).__name__}: {exc}); "
+            "check the URI and tracking.uri / MLFLOW_TRACKING_URI"
+        ) from exc
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def build_tracker(

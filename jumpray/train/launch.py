@@ -65,7 +65,7 @@ from jumpray.train.snapshots import create_snapshot_store, store_name
 from jumpray.train.spec import SPEC_KEY, FaultInjection, WorkerSpec
 from jumpray.train.worker import run_worker, train_fn_per_worker
 
-__all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "worker_spec_for"]
+__all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "worker_spec_for", "log_served_model"]
 
 log = get_logger(__name__)
 
@@ -524,6 +524,7 @@ def _finish(
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save({"model_args": state["model_args"], "state_dict": state["model"]}, tmp)
     summary = _summary(cfg, history, state, run_name, fit_wall, train, final)
+    summary["mlflow_model_uri"] = log_served_model(cfg, state, train.info.class_names, tracker)
     summary |= _startup_parts(history, timings)
     summary["num_quarantined"] = write_parquet(out_dir / "quarantine.parquet", train.quarantine())
     store, store_id = store_and_id
@@ -614,3 +615,38 @@ def _startup_parts(history: list[dict[str, float]], timings: dict[str, float]) -
     fixed = [v for k, v in out.items() if k.startswith("startup_")]
     out["startup_parts_total_s"] = round(sum(fixed) + out.get("teardown_s", 0.0), 3)
     return out
+
+
+def log_served_model(
+    cfg: RunConfig, state: dict[str, Any], class_names: list[str], tracker: NoopTracker
+) -> str | None:
+    """The final network as an MLflow model (:mod:`jumpray.models.serving`): uint8 images in,
+    probabilities out; returns its ``runs:/`` URI, or None when not tracked."""
+    if tracker.run_id is None:
+        return None
+    from jumpray.models.serving import build_probability_model, example_images
+
+    served = build_probability_model(
+        state["model"],
+        model_args=state["model_args"],
+        data=state["data"],
+        image_size=cfg.data.image_size,
+        temperature=cfg.selection.temperature,
+        class_names=class_names,
+        config=cfg.model_dump(),
+        epoch=int(state["epoch"]),
+    )
+    metadata = {
+        "jumpray_model": "probabilities",
+        "class_names": served.class_names,
+        "num_classes": served.num_classes,
+        "image_size": served.image_size,
+        "channels": int(served.data["channels"]),
+        "mean": list(served.data["mean"]),
+        "std": list(served.data["std"]),
+        "temperature": served.temperature,
+        "epoch": served.epoch,
+    }
+    return tracker.log_pytorch_model(
+        served, input_example=example_images(served), metadata=metadata
+    )

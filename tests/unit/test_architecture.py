@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "tune": 4,
     "jobs": 5,
     "cli": 5,
+    "api": 6,
 }
 SIBLINGS_FORBIDDEN = {("train", "score"), ("score", "train")}
 CORE_ALLOWED_EXTERNAL = {
@@ -113,7 +114,15 @@ def test_core_imports_only_torch_numpy_and_errors():
 
 
 @pytest.mark.parametrize(
-    "module", ["jumpray", "jumpray.core", "jumpray.config", "jumpray.models", "jumpray.train.loop"]
+    "module",
+    [
+        "jumpray",
+        "jumpray.api",
+        "jumpray.core",
+        "jumpray.config",
+        "jumpray.models",
+        "jumpray.train.loop",
+    ],
 )
 def test_light_imports_stay_light(module):
     code = (
