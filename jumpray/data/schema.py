@@ -27,7 +27,6 @@ plain reader and the sample copier all call it, so they agree on what a bad samp
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from jumpray.errors import DataError
+from jumpray.files import write_json
 
 __all__ = [
     "FORMAT",
@@ -289,11 +289,7 @@ def read_index(folder: str | Path) -> ShardIndex | None:
 
 def write_index(folder: str | Path, index: ShardIndex) -> Path:
     """Write ``folder/index.json`` atomically (temp name, then rename)."""
-    path = Path(folder) / INDEX_FILE
-    tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(index.to_json(), indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(folder) / INDEX_FILE, index.to_json(), indent=1)
 
 
 def infer_num_classes(labels: np.ndarray) -> tuple[int, np.ndarray, str]:

@@ -43,6 +43,7 @@ from jumpray.data.schema import (
 )
 from jumpray.data.tario import TarSampleWriter
 from jumpray.errors import DataError, UsageError
+from jumpray.files import replace_tree
 from jumpray.log import get_logger
 from jumpray.runs import claim_output
 
@@ -318,16 +319,10 @@ class ShardWriter:
         return index
 
     def _publish(self) -> None:
-        old = None
-        if self.out.exists():
-            if not self.overwrite and any(self.out.iterdir()):
-                raise DataError(f"output folder {self.out} appeared while writing", fix="retry")
-            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
-            os.replace(self.out, old)
-        os.replace(self.tmp, self.out)
+        if self.out.exists() and not self.overwrite and any(self.out.iterdir()):
+            raise DataError(f"output folder {self.out} appeared while writing", fix="retry")
+        replace_tree(self.tmp, self.out)
         self._closed = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
         """Drop everything written so far (the temporary folder); ``out`` is untouched."""
