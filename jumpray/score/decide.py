@@ -52,6 +52,7 @@ __all__ = [
     "SEMANTIC_FORMULAS",
     "Decision",
     "label_score",
+    "given_margin",
     "relabel_decision",
     "noise_matrix_counts",
     "normalize_rows",
@@ -62,6 +63,22 @@ __all__ = [
 FormulaFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 VOTE_CUT = 0.5  # a snapshot "votes clean" when its own score is at least this
+
+
+def given_margin(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """The ``margin`` column: p(given) minus the largest other class probability.
+
+    Args:
+        probs: (N, C) probabilities.
+        given: (N,) int, the given labels.
+
+    Returns:
+        (N,) float in [-1, 1].
+    """
+    rows = np.arange(given.size)
+    others = probs.copy()
+    others[rows, given] = -np.inf
+    return probs[rows, given] - others.max(axis=1, initial=-np.inf).clip(min=0.0)
 
 
 def _prob(ps: Mapping[str, np.ndarray]) -> np.ndarray:

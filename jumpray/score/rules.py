@@ -263,7 +263,7 @@ def decide_arrays(
     Raises:
         ValueError: bad arrays, or a ``score.formula`` that needs the network's semantic head.
     """
-    from jumpray.score.decide import label_score
+    from jumpray.score.decide import given_margin, label_score
 
     given, probs = check_inputs(given_label, pred_probs)
     num_classes = probs.shape[1]
@@ -276,7 +276,7 @@ def decide_arrays(
         "top_probs": batch.top_probs,
     }
     if score.decision == "threshold":
-        one = {"prob_given": batch.prob_given[None], "margin": _margin(probs, given)[None]}
+        one = {"prob_given": batch.prob_given[None], "margin": given_margin(probs, given)[None]}
         try:
             cols["label_score"] = label_score(one, formula=score.formula, combine=score.combine)
         except KeyError:
@@ -285,11 +285,3 @@ def decide_arrays(
                 "probabilities use score.formula=prob or margin"
             ) from None
     return decide_in_memory(build_rule(score, num_classes), cols)
-
-
-def _margin(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """(N,) p(given) minus the largest other probability, in [-1, 1] (the scorer's ``margin``)."""
-    rows = np.arange(given.size)
-    others = probs.copy()
-    others[rows, given] = -np.inf
-    return probs[rows, given] - others.max(axis=1, initial=-np.inf).clip(min=0.0)

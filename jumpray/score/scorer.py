@@ -36,7 +36,7 @@ from jumpray.core import bit_loss_stats, bit_losses, clean_rule, make_codebook
 from jumpray.data.augment import make_augmenter
 from jumpray.models import build_model
 from jumpray.score import confident
-from jumpray.score.decide import Decision, label_score
+from jumpray.score.decide import Decision, given_margin, label_score
 
 __all__ = ["Scorer", "ScorerSpec", "SnapshotScores", "SCORE_COLUMNS", "PASS_COLUMNS"]
 
@@ -279,8 +279,6 @@ def summarize(
     mean_probs = scores.probs.astype(np.float64).mean(axis=0)  # (B, C)
     predicted = mean_probs.argmax(axis=1)
     p_given = mean_probs[np.arange(b), given]
-    others = mean_probs.copy()
-    others[np.arange(b), given] = -np.inf
     ps = scores.per_snapshot
     score = label_score(ps, formula=decision.formula, combine=decision.combine)
     labels, probs = confident.top_k(mean_probs, top_k)
@@ -290,7 +288,7 @@ def summarize(
         "is_label_issue": score < decision.threshold,
         "prob_given": p_given,
         "pred_prob": mean_probs[np.arange(b), predicted],
-        "margin": p_given - others.max(axis=1),
+        "margin": given_margin(mean_probs, given),
         "bit_loss_mean": ps["bit_loss_mean"].mean(axis=0),
         "bit_loss_var": ps["bit_loss_var"].mean(axis=0),
         "semantic_prob": ps["semantic_prob"].mean(axis=0),
