@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,12 +208,21 @@ def job_arguments(args: Any, *names: str) -> dict[str, Any]:
 
 
 def claim_shard_run(
-    command: str, out: Path, shards: Path, test_shards: Path | None, **options: Any
+    command: str,
+    out: Path,
+    shards: Path,
+    test_shards: Path | None,
+    *,
+    extra_sources: Sequence[Path] = (),
+    extra_inputs: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> Claim:
     """Claim OUT for a command that reads shards (and test shards), then check both folders: a
     wrong path fails here, in a second, not after Ray has started.
 
     Args:
+        extra_sources: more inputs OUT must not overwrite (``score``'s checkpoint folder).
+        extra_inputs: more inputs that name the run (a resumed run must have the same).
         options: :func:`jumpray.runs.claim_output` keywords (``overwrite``, ``resume``, ...).
     """
     from jumpray.data.scan import check_shard_folders
@@ -222,8 +231,8 @@ def claim_shard_run(
     claim = claim_output(
         out,
         command=command,
-        sources=[shards, test_shards],
-        inputs={"shards": shards, "test_shards": test_shards},
+        sources=[shards, test_shards, *extra_sources],
+        inputs={"shards": shards, "test_shards": test_shards, **(extra_inputs or {})},
         **options,
     )
     check_shard_folders(shards, test_shards)

@@ -94,8 +94,7 @@ def run_score(
     The summary's ``log_path`` is the log file (None when verbose); it is not written to
     summary.json.
     """
-    from jumpray.jobs._run import run_session
-    from jumpray.runs import claim_output
+    from jumpray.jobs._run import claim_shard_run, run_session
     from jumpray.tracking import is_model_uri
 
     served = None
@@ -111,16 +110,15 @@ def run_score(
         checkpoint = Path(checkpoint)
         base = load_checkpoint(checkpoint).get("config") or {}
     cfg = load_config(config, overrides, base=base)
-    claim = claim_output(
+    claim = claim_shard_run(
+        "score",
         out,
-        command="score",
-        sources=[shards, test_shards] + ([] if served is not None else [checkpoint]),
-        inputs={"shards": shards, "test_shards": test_shards, "checkpoint": str(checkpoint)},
+        shards,
+        test_shards,
+        extra_sources=[] if served is not None else [checkpoint],
+        extra_inputs={"checkpoint": str(checkpoint)},
         overwrite=overwrite,
     )
-    from jumpray.data.scan import check_shard_folders
-
-    check_shard_folders(shards, test_shards)
     with run_session(claim, verbose=verbose) as session:
         summary = _score(cfg, session, shards, test_shards, checkpoint, address, served)
     return summary | {"log_path": session.log_path}
