@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 
+from jumpray.storage import Location, is_uri, join, location, read_bytes
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -79,7 +81,7 @@ class RunResult:
     """
 
     summary: dict[str, Any]
-    out: Path
+    out: Location
     run_id: str | None = None
     tracking_uri: str | None = None
 
@@ -92,13 +94,18 @@ class ScoreResult(RunResult):
         labels_path: OUT/labels.parquet (docs/contract.md, 'Files written by score and clean').
     """
 
-    labels_path: Path
+    labels_path: Location
 
     @property
     def labels(self) -> pa.Table:
-        """The label table, read from :attr:`labels_path` (a pyarrow Table)."""
+        """The label table, read from :attr:`labels_path` (a pyarrow Table; a local file or an
+        object in storage)."""
+        import io
+
         import pyarrow.parquet as pq
 
+        if is_uri(self.labels_path):
+            return pq.read_table(io.BytesIO(read_bytes(self.labels_path)))
         return pq.read_table(self.labels_path)
 
 
@@ -111,7 +118,7 @@ class TrainResult(RunResult):
         model_uri: the trained network as an MLflow model (``runs:/RUN_ID/model``), or None.
     """
 
-    checkpoint: Path
+    checkpoint: Location
     model_uri: str | None = None
 
 
@@ -125,9 +132,9 @@ class CleanResult(ScoreResult):
         clean_shards: OUT/clean-shards (the kept samples), or None without ``write_shards``.
     """
 
-    checkpoint: Path
+    checkpoint: Location
     model_uri: str | None = None
-    clean_shards: Path | None = None
+    clean_shards: Location | None = None
 
 
 @dataclass(kw_only=True)
@@ -196,8 +203,13 @@ def _load(config: Any, overrides: Mapping[str, Any]) -> RunConfig:
     return load_config(path, extra)
 
 
-def _opt_path(value: str | Path | None) -> Path | None:
-    return None if value is None else Path(value)
+def _loc(value: str | Path) -> Location:
+    """A folder argument: an object-storage URI kept as text, a local path as a Path."""
+    return location(str(value))
+
+
+def _opt_path(value: str | Path | None) -> Location | None:
+    return None if value is None else _loc(value)
 
 
 # Summary entries the jobs return for the CLI's console lines only.
@@ -205,11 +217,11 @@ _CONSOLE_ONLY = ("log_path", "tracker")
 
 
 def _run_job(
-    job: Any, cfg: Any, shards: Any, out: Path, test_shards: Any, **kwargs: Any
+    job: Any, cfg: Any, shards: Any, out: Location, test_shards: Any, **kwargs: Any
 ) -> dict[str, Any]:
     """``job(cfg, shards=, out=, test_shards=, **kwargs)`` with the paths as the CLI passes them;
     returns the job's summary without its console-only entries."""
-    result = job(cfg, shards=Path(shards), out=out, test_shards=_opt_path(test_shards), **kwargs)
+    result = job(cfg, shards=_loc(shards), out=out, test_shards=_opt_path(test_shards), **kwargs)
     return {k: v for k, v in result.items() if k not in _CONSOLE_ONLY}
 
 
@@ -255,7 +267,7 @@ def clean(
     from jumpray.jobs.clean import CLEAN_SHARDS, run_clean
     from jumpray.score.outputs import LABELS_FILE
 
-    out = Path(out)
+    out = _loc(out)
     options = {"address": address, "overwrite": overwrite, "verbose": verbose}
     summary = _run_job(
         run_clean,
@@ -269,12 +281,12 @@ def clean(
     return CleanResult(
         summary=summary,
         out=out,
-        labels_path=out / LABELS_FILE,
+        labels_path=join(out, LABELS_FILE),
         run_id=summary.get("mlflow_run_id"),
         tracking_uri=summary.get("mlflow_tracking_uri"),
         model_uri=summary.get("mlflow_model_uri"),
-        clean_shards=out / CLEAN_SHARDS if write_shards else None,
-        checkpoint=out / "checkpoint",
+        clean_shards=join(out, CLEAN_SHARDS) if write_shards else None,
+        checkpoint=join(out, "checkpoint"),
     )
 
 
@@ -304,7 +316,7 @@ def train(
     """
     from jumpray.jobs.train import run_train
 
-    out = Path(out)
+    out = _loc(out)
     options = {"address": address, "overwrite": overwrite, "verbose": verbose}
     summary = _run_job(
         run_train, _load(config, overrides), shards, out, test_shards, resume=resume, **options
@@ -312,7 +324,7 @@ def train(
     return TrainResult(
         summary=summary,
         out=out,
-        checkpoint=out / "checkpoint",
+        checkpoint=join(out, "checkpoint"),
         run_id=summary.get("mlflow_run_id"),
         tracking_uri=summary.get("mlflow_tracking_uri"),
         model_uri=summary.get("mlflow_model_uri"),
@@ -350,13 +362,13 @@ def score(
     from jumpray.tracking import is_model_uri
 
     path, extra = _config_parts(config, overrides)
-    out = Path(out)
-    paths = {"shards": Path(shards), "out": out, "test_shards": _opt_path(test_shards)}
+    out = _loc(out)
+    paths = {"shards": _loc(shards), "out": out, "test_shards": _opt_path(test_shards)}
     options = {"address": address, "overwrite": overwrite, "verbose": verbose}
-    model = str(checkpoint) if is_model_uri(checkpoint) else Path(checkpoint)
+    model = str(checkpoint) if is_model_uri(checkpoint) else _loc(checkpoint)
     summary = run_score(checkpoint=model, config=path, overrides=extra, **paths, **options)
     summary = {k: v for k, v in summary.items() if k not in _CONSOLE_ONLY}
-    return ScoreResult(summary=summary, out=out, labels_path=out / LABELS_FILE)
+    return ScoreResult(summary=summary, out=out, labels_path=join(out, LABELS_FILE))
 
 
 def tune(
@@ -383,7 +395,7 @@ def tune(
     from jumpray.jobs.tune import run_tune
 
     path, extra = _config_parts(config, overrides)
-    paths = {"shards": Path(shards), "out": Path(out), "test_shards": _opt_path(test_shards)}
+    paths = {"shards": _loc(shards), "out": _loc(out), "test_shards": _opt_path(test_shards)}
     result = run_tune(config=path, overrides=extra, resume=resume, address=address, **paths)
     best = result.out / "best.yaml"
     return TuneResult(
@@ -531,7 +543,7 @@ def read_shards(
     cfg = _load(config, {})
     init_ray(address=address or cfg.scaling.address)
     reader = importlib.import_module(READER_MODULE)
-    return reader.read_shards(Path(folder), cfg.data, **options)
+    return reader.read_shards(_loc(folder), cfg.data, **options)
 
 
 def write_shards(

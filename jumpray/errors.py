@@ -13,6 +13,7 @@ __all__ = [
     "JumprayError",
     "ConfigError",
     "DataError",
+    "StorageError",
     "UsageError",
     "TrackingError",
     "user_error",
@@ -66,6 +67,11 @@ class DataError(JumprayError, ValueError):
 
 def _rebuild_data_error(cls: type[DataError], reason, shard, key, fix) -> DataError:
     return cls(reason, shard=shard, key=key, fix=fix)
+
+
+class StorageError(DataError):
+    """Object storage failed for a named object after the retries, or refused outright (the
+    reason names the object, the fix says what to check)."""
 
 
 class UsageError(JumprayError, ValueError):

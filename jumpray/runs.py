@@ -35,12 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from jumpray import storage
 from jumpray.errors import UsageError
 from jumpray.files import replace_tree, write_json
 from jumpray.log import get_logger
 
 __all__ = [
     "MARKER",
+    "pull_mirror",
+    "push_mirror",
     "LOGS_DIR",
     "Claim",
     "RunFolder",
@@ -102,6 +105,9 @@ def check_sources(out: str | Path, sources: Sequence[str | Path | None]) -> None
     Raises:
         UsageError: naming both paths.
     """
+    if storage.is_uri(out) or any(storage.is_uri(s) for s in sources):
+        _check_uri_sources(str(out), sources)
+        return
     out_paths = {absolute(out), Path(os.path.realpath(out))}
     for source in sources:
         if source is None:
@@ -114,6 +120,84 @@ def check_sources(out: str | Path, sources: Sequence[str | Path | None]) -> None
                         f"--out {out} {how} the source {source}: writing there could destroy "
                         "the data it is made from; choose an --out outside every source"
                     )
+
+
+# What a run's local mirror does not bring down from object storage: big folders, or work state
+# that lives in object storage itself (Ray Train's checkpoints). Their names are kept as empty
+# folders, so the claim sees them.
+_NOT_PULLED = ("ray_results", LOGS_DIR, "checkpoint", "clean-shards")
+
+
+def pull_mirror(uri: str, kind: Kind) -> Path:
+    """The local folder that stands in for the object-storage OUT ``uri``, refreshed from it.
+
+    The command claims, builds and publishes in this mirror exactly as in a local OUT; then
+    :func:`push_mirror` publishes it to ``uri``. The remote is the truth: the mirror is emptied
+    first, then the run's small state files (marker, run file, summary...) are downloaded; for a
+    shard folder only ``index.json``; other names become empty placeholders.
+
+    Raises:
+        UsageError: ``uri`` is an object, not a folder.
+    """
+    mirror = storage.mirror_dir(uri)
+    shutil.rmtree(mirror, ignore_errors=True)
+    names = storage.list_files(uri, recursive=True)
+    if not names:
+        if storage.exists(uri):
+            raise UsageError(
+                f"--out {storage.redact(uri)} is a file, not a folder; choose a folder"
+            )
+        return mirror
+    mirror.mkdir(parents=True)
+    for name in names:
+        top = name.split("/", 1)[0]
+        wanted = (kind == "run" and top not in _NOT_PULLED) or (
+            kind == "shards" and name == "index.json"
+        )
+        if wanted:
+            storage.pull_file(str(storage.join(uri, name)), mirror / name)
+        elif "/" in name:
+            (mirror / top).mkdir(exist_ok=True)
+        else:
+            (mirror / top).touch()
+    return mirror
+
+
+def push_mirror(claim: Claim, *, head: str, skip: Sequence[str] = ()) -> None:
+    """Publish the mirror of ``claim.remote``: delete the remote head, upload everything else,
+    the head last, then remove remote outputs the mirror no longer holds (a replaced run's)."""
+    remote = claim.remote
+    if remote is None:
+        return
+    storage.delete(storage.join(remote, head))
+    hidden = [p.name for p in claim.out.iterdir() if p.name.startswith(".")]  # staging, temp
+    storage.push_tree(claim.out, remote, head=head, skip=(*skip, *hidden))
+    local = {p.name for p in claim.out.iterdir()}
+    for name in {n.split("/", 1)[0] for n in storage.list_files(remote, recursive=True)}:
+        if name not in local and name not in skip:
+            storage.delete(storage.join(remote, name))
+
+
+def _check_uri_sources(out: str, sources: Sequence[str | Path | None]) -> None:
+    """:func:`check_sources` where a URI is involved: prefixes compared as text."""
+    o = storage.redact(out).rstrip("/") + "/"
+    for source in sources:
+        if source is None:
+            continue
+        src = storage.redact(str(source)).rstrip("/") + "/"
+        how = "is" if o == src else "contains" if src.startswith(o) else None
+        how = how or ("lies inside" if o.startswith(src) else None)
+        if how:
+            raise UsageError(
+                f"--out {storage.redact(out)} {how} the source {storage.redact(str(source))}: "
+                "writing there could destroy the data it is made from; choose an --out "
+                "outside every source"
+            )
+
+
+def _input_name(value: str | Path) -> str:
+    """An input as recorded in the marker: a URI as named (without secrets), a path absolute."""
+    return storage.redact(str(value)) if storage.is_uri(value) else str(absolute(value))
 
 
 def _check_location(out: Path) -> None:
@@ -179,6 +263,8 @@ class Claim:
         resume: an earlier run of this command is continued.
         replace: an earlier jumpray output is there and will be replaced when this run publishes.
         prior: the marker of the earlier run, if any.
+        remote: the object-storage URI OUT is published to; ``out`` is then its local mirror
+            (:func:`pull_mirror`), where the command builds everything first.
     """
 
     out: Path
@@ -188,6 +274,12 @@ class Claim:
     resume: bool = False
     replace: bool = False
     prior: dict[str, Any] | None = None
+    remote: str | None = None
+
+    @property
+    def label(self) -> str:
+        """OUT as the user named it (a URI without secrets, or the absolute path)."""
+        return storage.redact(self.remote) if self.remote else str(self.out)
 
 
 def claim_output(
@@ -220,18 +312,27 @@ def claim_output(
     Raises:
         UsageError: the folder may not be written; the message names the fix.
     """
-    out = absolute(out)
-    check_sources(out, sources)
-    _check_location(out)
+    remote = None
+    if storage.is_uri(out):
+        check_sources(out, sources)
+        remote, out = str(out), pull_mirror(str(out), kind)
+    else:
+        out = absolute(out)
+        check_sources(out, sources)
+        _check_location(out)
+    label = storage.redact(remote) if remote else str(out)
     claim = Claim(
         out=out,
         kind=kind,
         command=command,
-        inputs={k: str(absolute(v)) for k, v in (inputs or {}).items() if v is not None},
+        inputs={k: _input_name(v) for k, v in (inputs or {}).items() if v is not None},
+        remote=remote,
     )
     if not out.exists():
         if resume:
-            raise UsageError(f"--resume: {out} does not exist (no earlier run wrote to this --out)")
+            raise UsageError(
+                f"--resume: {label} does not exist (no earlier run wrote to this --out)"
+            )
         return claim
     entries = _visible(out)
     foreign = [e for e in entries if not _matches(e, _KNOWN[kind])]
@@ -241,12 +342,12 @@ def claim_output(
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise UsageError(
-            f"--out {out} holds files jumpray did not write ({shown}); they are never replaced, "
+            f"--out {label} holds files jumpray did not write ({shown}); they are never replaced, "
             "not even with --overwrite: choose a new or empty folder"
         )
     if not entries:
         if resume:
-            raise UsageError(f"--resume: {out} is empty (no earlier run wrote to this --out)")
+            raise UsageError(f"--resume: {label} is empty (no earlier run wrote to this --out)")
         return claim
     if kind == "shards":
         return _claim_shards(claim, overwrite)
@@ -256,7 +357,7 @@ def claim_output(
 
 
 def _claim_shards(claim: Claim, overwrite: bool) -> Claim:
-    out = claim.out
+    out, label = claim.out, claim.label
     index = out / "index.json"
     try:
         ours = str(json.loads(index.read_text()).get("format", "")).startswith("jumpray-shards/")
@@ -264,12 +365,12 @@ def _claim_shards(claim: Claim, overwrite: bool) -> Claim:
         ours = False
     if not ours:
         raise UsageError(
-            f"--out {out} exists and is not a shard folder written by jumpray (no index.json "
+            f"--out {label} exists and is not a shard folder written by jumpray (no index.json "
             "of ours); it is never replaced, not even with --overwrite: choose a new or empty folder"
         )
     if not overwrite:
         raise UsageError(
-            f"output folder {out} already exists; pass --overwrite to replace it (the old "
+            f"output folder {label} already exists; pass --overwrite to replace it (the old "
             "folder stays until the new one is complete), or choose another --out"
         )
     claim.replace = True
@@ -277,19 +378,19 @@ def _claim_shards(claim: Claim, overwrite: bool) -> Claim:
 
 
 def _claim_run(claim: Claim, *, overwrite: bool, resume: bool, replace_finished: bool) -> Claim:
-    out, command = claim.out, claim.command
+    out, command, label = claim.out, claim.command, claim.label
     prior = _read_marker(out) or _legacy_marker(out)
     claim.prior = prior
     if prior is None:  # known names but no sign of a jumpray run: a user's files, maybe
         raise UsageError(
-            f"--out {out} is not empty and holds no jumpray run ({MARKER} is missing); "
+            f"--out {label} is not empty and holds no jumpray run ({MARKER} is missing); "
             "choose a new or empty folder"
         )
     state = prior.get("state")
     pid = prior.get("pid")
     if state == "running" and isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid):
         raise UsageError(
-            f"--out {out} is being written by another jumpray process (pid {pid}); wait for it "
+            f"--out {label} is being written by another jumpray process (pid {pid}); wait for it "
             "or choose another --out"
         )
     same = prior.get("command") == command
@@ -301,14 +402,14 @@ def _claim_run(claim: Claim, *, overwrite: bool, resume: bool, replace_finished:
     if resumable and not overwrite:
         if not same:
             raise UsageError(
-                f"--out {out} holds an unfinished `jumpray {prior.get('command')}` run; re-run "
+                f"--out {label} holds an unfinished `jumpray {prior.get('command')}` run; re-run "
                 "that command to resume it, pass --overwrite to replace it, or choose another --out"
             )
         if prior.get("inputs", {}) == claim.inputs:
             claim.resume = True
             return claim
         raise UsageError(
-            f"--out {out} holds an unfinished `jumpray {command}` run of other inputs "
+            f"--out {label} holds an unfinished `jumpray {command}` run of other inputs "
             f"({_describe(prior.get('inputs'))}); re-run that command to resume it, pass "
             "--overwrite to start over, or choose another --out"
         )
@@ -321,7 +422,7 @@ def _claim_run(claim: Claim, *, overwrite: bool, resume: bool, replace_finished:
     if command == "train" and same:
         fix += ", --resume to continue it"
     raise UsageError(
-        f"--out {out} holds a finished `jumpray {prior.get('command') or 'unknown'}` run; "
+        f"--out {label} holds a finished `jumpray {prior.get('command') or 'unknown'}` run; "
         f"{fix}, or choose another --out"
     )
 
@@ -371,6 +472,14 @@ class RunFolder:
         return self
 
     @property
+    def ray_results(self) -> str | Path:
+        """Where Ray Train keeps this run's checkpoints: OUT/ray_results, in object storage when
+        OUT is (so a run whose machine is lost resumes from any other)."""
+        if self.claim.remote:
+            return str(storage.join(self.claim.remote, "ray_results"))
+        return self.out / "ray_results"
+
+    @property
     def logs(self) -> Path:
         """OUT/logs/ (created)."""
         path = self.out / LOGS_DIR
@@ -378,9 +487,10 @@ class RunFolder:
         return path
 
     def final(self, value: Any) -> Any:
-        """``value`` with every staging path in it (strings, nested) turned into its final path."""
+        """``value`` with every staging path in it (strings, nested) turned into its final path
+        (in object storage when OUT is there)."""
         if isinstance(value, str):
-            return value.replace(str(self.staging), str(self.out))
+            return value.replace(str(self.staging), self.claim.label)
         if isinstance(value, Path):
             return Path(self.final(str(value)))
         if isinstance(value, dict):
@@ -405,6 +515,9 @@ class RunFolder:
             for name in [n for n in staged if n != head] + [n for n in staged if n == head]:
                 replace_tree(self.staging / name, self.out / name)
             shutil.rmtree(self.staging, ignore_errors=True)
+            # Object storage: the remote OUT gets the same files, the head last, ray_results
+            # excluded (Ray Train writes its checkpoints there itself).
+            push_mirror(self.claim, head=head, skip=("ray_results", MARKER))
             self._mark("done")
         if held:
             log.warning("Ctrl-C arrived while the outputs were being published; they are complete")
@@ -417,7 +530,7 @@ class RunFolder:
             self._mark("interrupted" if interrupted else "failed")
 
     def _rewrite_json(self) -> None:
-        old, new = str(self.staging), str(self.out)
+        old, new = str(self.staging), self.claim.label
         for path in self.staging.rglob("*.json"):
             if path.stat().st_size > 16 * 1024**2:
                 continue
@@ -451,6 +564,8 @@ class RunFolder:
         }
         path = self.out / MARKER
         write_json(path, body, indent=1)
+        if self.claim.remote:  # the remote OUT says too that a run is on, and how it ended
+            storage.push_file(path, str(storage.join(self.claim.remote, MARKER)))
 
 
 def _remove(path: Path) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,31 @@ for _k, _v in {
     "RAY_TRAIN_V2_ENABLED": "1",
 }.items():
     os.environ.setdefault(_k, _v)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Object storage for tests: a real S3 server (moto) on loopback, started by the `s3` fixture. The
+# endpoint and keys are set here, at import, so every process this session starts (the local Ray,
+# its workers, jumpray subprocesses) sees them, as a user's would from their environment; a
+# real AWS account is never reachable from a test (docs/architecture.md, 'Object storage').
+S3_PORT = _free_port()
+os.environ.update(
+    {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+)
+for _k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(_k, None)
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +94,53 @@ def fashion_mnist_dir() -> Path:
             "Fashion-MNIST not found: run ./run.sh test (it installs dataset-fashion-mnist)"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 (its own process, stopped by its PID at the end).
+
+    Yields the endpoint URL. Buckets persist for the session; each test uses its own bucket
+    (:func:`s3_bucket`).
+    """
+    moto = Path(sys.executable).with_name("moto_server")
+    if not moto.exists():
+        pytest.fail("moto_server is missing: run ./run.sh test (it installs the s3test extra)")
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(S3_PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", S3_PORT), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not start on 127.0.0.1:{S3_PORT}")
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket for this test; yields ``s3://<bucket>``."""
+    import boto3
+
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50]
+    name = f"{name.rstrip('-')}-{os.getpid() % 10000}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
 
 
 def pytest_runtest_setup(item):

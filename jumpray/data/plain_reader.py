@@ -37,6 +37,7 @@ from jumpray.data.schema import (
     split_member_name,
 )
 from jumpray.errors import DataError
+from jumpray.storage import is_uri, redact
 
 __all__ = ["iter_plain"]
 
@@ -89,6 +90,12 @@ def iter_plain(
     """
     import webdataset as wds
 
+    if is_uri(shard_dir):
+        raise DataError(
+            f"{redact(shard_dir)}: the plain reader reads local folders only",
+            fix="use jumpray.data.read_shards (Ray Data streams object storage), or copy the "
+            "folder to local disk",
+        )
     urls = [str(p) for p in list_shard_files(shard_dir)]
     if not urls:
         raise DataError(f"{shard_dir} holds no .tar shards")

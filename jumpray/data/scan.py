@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from jumpray import storage
 from jumpray.data.decode import decode_image, image_header
 from jumpray.data.quarantine import OnError, QuarantineLog, lost_key
 from jumpray.data.schema import (
@@ -52,6 +53,7 @@ from jumpray.data.schema import (
 from jumpray.data.tario import TarSampleReader
 from jumpray.errors import DataError
 from jumpray.log import get_logger
+from jumpray.storage import Location, join, location, name_of, redact
 
 __all__ = [
     "ShardScan",
@@ -108,7 +110,7 @@ def _read_header(image: bytes | None) -> tuple[int, int, int] | str:
         return exc.reason
 
 
-def scan_shard(path: str | Path) -> ShardScan:
+def scan_shard(path: Location) -> ShardScan:
     """Scan one tar without decoding images (pure; Ray runs it as a task per shard).
 
     The one pass over the tar also reads the image headers of its first
@@ -117,7 +119,6 @@ def scan_shard(path: str | Path) -> ShardScan:
     Returns:
         A :class:`ShardScan`; a truncated tar marks its last sample with the truncation reason.
     """
-    path = Path(path)
     reader = TarSampleReader(path, read_suffixes=_SCAN_SUFFIXES | frozenset(IMAGE_SUFFIXES))
     keys, idx, given, clean, problems, headers = [], [], [], [], {}, {}
     for s in reader:
@@ -134,7 +135,7 @@ def scan_shard(path: str | Path) -> ShardScan:
             if len(headers) == HEADERS_PER_SHARD:
                 reader.read_suffixes = _SCAN_SUFFIXES
     return ShardScan(
-        file=path.name,
+        file=name_of(path),
         path=str(path),
         keys=keys,
         idx=np.asarray(idx, np.int64),
@@ -165,7 +166,7 @@ class FolderScan:
         shard_issues: shard-level problems that lost no known sample (e.g. an empty tar).
     """
 
-    folder: Path
+    folder: Location
     index: ShardIndex | None
     shards: list[ShardScan]
     num_samples: int
@@ -190,10 +191,10 @@ MapFn = Callable[[Callable[[str], ShardScan], Sequence[str]], list[ShardScan]]
 
 
 def _shard_files(
-    folder: Path, index: ShardIndex | None
+    folder: Location, index: ShardIndex | None
 ) -> tuple[list[str], list[str], dict[str, int]]:
     """(tar names in order, names index.json lists but the folder lacks, expected counts)."""
-    on_disk = [p.name for p in list_shard_files(folder)]
+    on_disk = [name_of(p) for p in list_shard_files(folder)]
     if index is None:
         return on_disk, [], {}
     expected = {s.file: s.num_samples for s in index.shards}
@@ -211,7 +212,7 @@ def _shard_files(
     )
 
 
-def check_shard_folders(*folders: str | Path | None) -> None:
+def check_shard_folders(*folders: Location | None) -> None:
     """Fail fast (before Ray starts) on a shard folder that is missing or holds no shards.
 
     Args:
@@ -222,23 +223,23 @@ def check_shard_folders(*folders: str | Path | None) -> None:
     """
     for folder in folders:
         if folder is not None:
-            _checked_shard_files(Path(folder))
+            _checked_shard_files(folder)
 
 
 def _checked_shard_files(
-    folder: Path,
+    folder: Location,
 ) -> tuple[ShardIndex | None, list[str], list[str], dict[str, int]]:
     """index.json (or None) and :func:`_shard_files`' lists, after the missing / empty checks."""
-    if not folder.is_dir():
+    if not storage.is_dir(folder):
         raise DataError(
-            f"shard folder {folder} does not exist",
+            f"shard folder {redact(folder)} does not exist",
             fix="point --shards at a folder written by `jumpray shards` (or `jumpray demo`)",
         )
     index = read_index(folder)
     files, missing, expected = _shard_files(folder, index)
     if not files and not missing:
         raise DataError(
-            f"{folder} holds no .tar shards",
+            f"{redact(folder)} holds no .tar shards",
             fix="point --shards at a folder written by `jumpray shards`",
         )
     return index, files, missing, expected
@@ -264,9 +265,9 @@ def scan_folder(
         DataError: under ``raise``, the first problem in (shard, position) order; under either
             policy, a folder with no tar at all.
     """
-    folder = Path(folder)
+    folder = location(str(folder))
     index, files, missing, expected = _checked_shard_files(folder)
-    paths = [str(folder / f) for f in files]
+    paths = [str(join(folder, f)) for f in files]
     scans = (map_fn or (lambda fn, xs: [fn(x) for x in xs]))(scan_shard, paths)
     return _plan(
         folder, index, scans, missing, expected, on_error=on_error, num_classes=num_classes
@@ -502,7 +503,7 @@ def read_shard_rows(
     Yields:
         (batch, quarantine rows (key, shard, idx, reason) since the previous batch).
     """
-    shard = Path(path).name
+    shard = name_of(path)
     skip = set(drop)
     police = QuarantineLog(on_error, fix=_FIX)
     cols: dict[str, list] = {KEY: [], IDX: [], GIVEN_LABEL: [], CLEAN_LABEL: [], IMAGE: []}

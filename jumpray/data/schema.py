@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from jumpray import storage
 from jumpray.errors import DataError
 from jumpray.files import write_json
+from jumpray.storage import Location, join, list_files
 
 __all__ = [
     "FORMAT",
@@ -111,9 +113,10 @@ def split_member_name(name: str) -> tuple[str, str]:
     return head + sep + stem, suffix.lower() if dot else ""
 
 
-def list_shard_files(folder: str | Path) -> list[Path]:
-    """The ``*.tar`` files of a shard folder, sorted by name (the folder's shard order)."""
-    return sorted(p for p in Path(folder).glob("*.tar") if p.is_file())
+def list_shard_files(folder: Location) -> list[Location]:
+    """The ``*.tar`` files of a shard folder (a path or a URI), sorted by name (the folder's
+    shard order)."""
+    return [join(folder, name) for name in list_files(folder, ".tar")]
 
 
 @dataclass
@@ -269,17 +272,17 @@ def parse_sample(members: Mapping[str, bytes | None]) -> ParsedSample:
     return ParsedSample(-1, idx, -1, fmt, image, problem)
 
 
-def read_index(folder: str | Path) -> ShardIndex | None:
+def read_index(folder: Location) -> ShardIndex | None:
     """Read ``folder/index.json``; None when the folder has none.
 
     Raises:
         DataError: the file exists but is not valid JSON or misses a field.
     """
-    path = Path(folder) / INDEX_FILE
-    if not path.is_file():
+    path = join(folder, INDEX_FILE)
+    if not storage.exists(path):
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_bytes(path))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict):

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from jumpray import storage
 from jumpray.data.decode import decode_image
 from jumpray.data.scan import FolderScan
 from jumpray.data.schema import IMAGE_SUFFIXES, LABEL_SUFFIX, META_SUFFIX, parse_sample
@@ -23,6 +23,7 @@ from jumpray.data.tario import TarSampleReader
 from jumpray.data.writer import ShardWriter
 from jumpray.errors import DataError
 from jumpray.log import get_logger
+from jumpray.storage import Location, join, location, name_of
 
 __all__ = ["CopyCounts", "copy_samples", "read_sample_images"]
 
@@ -90,7 +91,7 @@ def copy_samples(
 
 
 def read_sample_images(
-    folder: str | Path,
+    folder: Location,
     samples: Sequence[tuple[str, str]],
     *,
     channels: int | None = None,
@@ -112,8 +113,8 @@ def read_sample_images(
         wanted[shard].add(key)
     found: dict[tuple[str, str], np.ndarray] = {}
     for shard, keys in wanted.items():
-        path = Path(folder) / shard
-        if path.is_file():
+        path = join(location(str(folder)), shard)
+        if storage.exists(path):
             found.update(
                 _read_tar_images(
                     path, keys, channels=channels, image_size=image_size, max_pixels=max_pixels
@@ -123,7 +124,7 @@ def read_sample_images(
 
 
 def _read_tar_images(
-    path: Path,
+    path: Location,
     keys: set[str],
     *,
     channels: int | None,
@@ -138,14 +139,14 @@ def _read_tar_images(
             continue
         left.discard(s.key)
         try:
-            found[(path.name, s.key)] = decode_image(
+            found[(name_of(path), s.key)] = decode_image(
                 parse_sample(s.members).image or b"",
                 channels=channels,
                 image_size=image_size,
                 max_pixels=max_pixels,
             )
         except DataError as exc:
-            log.info("%s/%s: image not read back: %s", path.name, s.key, exc.reason)
+            log.info("%s/%s: image not read back: %s", name_of(path), s.key, exc.reason)
         if not left:
             break
     return found

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jumpray.data.schema import split_member_name
+from jumpray.storage import Location, file_size, open_input
 
 __all__ = ["RawSample", "TarSampleReader", "TarSampleWriter"]
 
@@ -70,15 +71,15 @@ class TarSampleReader:
     is truncated or corrupt; :attr:`num_samples` counts the samples seen.
 
     Args:
-        path: the tar file.
+        path: the tar file (a local path or an object-store URI: read as a stream).
         read_suffixes: suffixes whose bytes are returned; others are skipped unread. The
             attribute may be replaced while iterating (the scan stops reading images once it
             has sampled enough headers); the change applies from the next member read, which
             may already belong to the sample after the one just yielded.
     """
 
-    def __init__(self, path: str | Path, *, read_suffixes: Container[str]):
-        self.path = Path(path)
+    def __init__(self, path: Location, *, read_suffixes: Container[str]):
+        self.path = path
         self.read_suffixes = read_suffixes
         self.error: str | None = None
         self.num_samples = 0
@@ -132,11 +133,11 @@ class TarSampleReader:
                     yield name, f.read(padded)[:member_size]
                     continue
                 yield name, None
-            f.seek(offset)
+            _skip(f, padded)
 
     def __iter__(self) -> Iterator[RawSample]:
-        size = os.path.getsize(self.path)
-        with open(self.path, "rb", buffering=1 << 20) as f:
+        size = file_size(self.path)
+        with open_input(self.path) as f:
             current: RawSample | None = None
             for name, data in self._members(f, size):
                 key, suffix = split_member_name(name)
@@ -151,6 +152,18 @@ class TarSampleReader:
                 # The archive ended inside (or right after) the last sample: it may be cut.
                 current.complete = self.error is None
                 yield current
+
+
+def _skip(f: BinaryIO, n: int) -> None:
+    """Move ``n`` bytes ahead: a seek on a file, reads dropped on an object-store stream."""
+    if f.seekable():
+        f.seek(n, os.SEEK_CUR)
+        return
+    while n > 0:
+        chunk = f.read(min(n, 1 << 20))
+        if not chunk:
+            return  # the next header read reports the truncation
+        n -= len(chunk)
 
 
 def _header_name(header: bytes) -> str:

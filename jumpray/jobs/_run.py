@@ -22,6 +22,7 @@ from typing import Any
 
 from jumpray.log import alias_path, capture_to, console_is_tty, get_logger
 from jumpray.runs import Claim, RunFolder
+from jumpray.storage import is_uri, redact
 
 __all__ = [
     "run_session",
@@ -76,7 +77,8 @@ def run_session(claim: Claim, *, verbose: bool = False) -> Iterator[RunSession]:
     else:
         session.log_path = session.logs / f"{claim.command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
         capture = capture_to(session.log_path)
-    with capture, alias_path(session.out, session.staging):
+    # Log lines name staged files by where they are published (the URI when OUT is remote).
+    with capture, alias_path(claim.label, session.staging), alias_path(claim.label, session.out):
         try:
             yield session
         except BaseException as exc:
@@ -194,6 +196,8 @@ def tracking_lines(tracker: Any, *, kept_in: str) -> list[str]:
 
 def shown(path: str | Path) -> str:
     """``path`` as the console shows it: relative to the working directory when inside it."""
+    if is_uri(path):
+        return redact(path)
     path = Path(path)
     try:
         return str(path.relative_to(Path.cwd()))

@@ -39,6 +39,7 @@ from jumpray.files import write_json
 from jumpray.jobs.score import summary_text
 from jumpray.log import echo, get_logger
 from jumpray.score.outputs import SUMMARY_FILE, score_and_report
+from jumpray.storage import location
 
 __all__ = ["add_arguments", "run", "run_clean", "CLEAN_SHARDS"]
 
@@ -50,9 +51,9 @@ STARTUP_PREFIXES = ("startup_", "teardown_s", "torch_threads")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shards", type=Path, required=True, help="the shard folder to clean")
-    parser.add_argument("--out", type=Path, required=True, help="the output folder")
-    parser.add_argument("--test-shards", type=Path, default=None, help="clean test shards")
+    parser.add_argument("--shards", type=location, required=True, help="the shard folder to clean")
+    parser.add_argument("--out", type=location, required=True, help="the output folder")
+    parser.add_argument("--test-shards", type=location, default=None, help="clean test shards")
     parser.add_argument(
         "--write-shards",
         action="store_true",
@@ -138,6 +139,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
             test=test,
             out_dir=stage,
             work_dir=session.out,
+            storage_path=session.ray_results,
             run_name=resume_name(session.out, required=False) if session.claim.resume else None,
             tracker=tracker,
             startup=startup,

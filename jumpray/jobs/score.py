@@ -33,6 +33,7 @@ from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
 from jumpray.log import echo, get_logger
 from jumpray.score.outputs import SUMMARY_FILE, score_and_report
+from jumpray.storage import fetch_folder, is_uri, location, redact
 
 __all__ = ["add_arguments", "run", "run_score", "summary_text"]
 
@@ -40,16 +41,16 @@ log = get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shards", type=Path, required=True, help="the shard folder to score")
+    parser.add_argument("--shards", type=location, required=True, help="the shard folder to score")
     parser.add_argument(
         "--checkpoint",
         required=True,
         help="a checkpoint folder (OUT/checkpoint of jumpray train or clean), or the MLflow "
         "model they logged: runs:/RUN_ID/model or models:/NAME/VERSION (tracking.uri)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="the output folder")
+    parser.add_argument("--out", type=location, required=True, help="the output folder")
     parser.add_argument(
-        "--test-shards", type=Path, default=None, help="clean test shards (adds test_accuracy)"
+        "--test-shards", type=location, default=None, help="clean test shards (adds test_accuracy)"
     )
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
@@ -97,7 +98,7 @@ def run_score(
     from jumpray.jobs._run import claim_shard_run, run_session
     from jumpray.tracking import is_model_uri
 
-    served = None
+    served, named = None, checkpoint
     if is_model_uri(checkpoint):
         from jumpray.tracking import load_pytorch_model
 
@@ -107,7 +108,8 @@ def run_score(
     else:
         from jumpray.checkpoint import load_checkpoint
 
-        checkpoint = Path(checkpoint)
+        named = checkpoint
+        checkpoint = fetch_folder(str(checkpoint)) if is_uri(checkpoint) else Path(checkpoint)
         base = load_checkpoint(checkpoint).get("config") or {}
     cfg = load_config(config, overrides, base=base)
     claim = claim_shard_run(
@@ -115,8 +117,8 @@ def run_score(
         out,
         shards,
         test_shards,
-        extra_sources=[] if served is not None else [checkpoint],
-        extra_inputs={"checkpoint": str(checkpoint)},
+        extra_sources=[] if served is not None else [named],
+        extra_inputs={"checkpoint": redact(str(named))},
         overwrite=overwrite,
     )
     with run_session(claim, verbose=verbose) as session:

@@ -28,6 +28,7 @@ from typing import Any
 from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import RunConfig, load_config
 from jumpray.log import echo, get_logger
+from jumpray.storage import location
 
 __all__ = ["add_arguments", "run", "run_train", "summary_text", "startup_lines"]
 
@@ -35,9 +36,9 @@ log = get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shards", type=Path, required=True, help="the training shard folder")
-    parser.add_argument("--out", type=Path, required=True, help="the output folder")
-    parser.add_argument("--test-shards", type=Path, default=None, help="clean test shards")
+    parser.add_argument("--shards", type=location, required=True, help="the training shard folder")
+    parser.add_argument("--out", type=location, required=True, help="the output folder")
+    parser.add_argument("--test-shards", type=location, default=None, help="clean test shards")
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
     )
@@ -119,6 +120,7 @@ def _train(
             test=test,
             out_dir=session.staging,
             work_dir=session.out,
+            storage_path=session.ray_results,
             run_name=resume_name(session.out, required=False) if resume else None,
             tracker=tracker,
             startup=startup,

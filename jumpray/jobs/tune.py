@@ -32,15 +32,19 @@ from typing import Any
 from jumpray.cli import add_config_arguments
 from jumpray.config import load_config
 from jumpray.errors import ConfigError, UsageError
+from jumpray.storage import location
 
 __all__ = ["add_arguments", "run", "run_tune", "summary_text"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shards", type=Path, required=True, help="the training shard folder")
-    parser.add_argument("--out", type=Path, required=True, help="the output folder")
+    parser.add_argument("--shards", type=location, required=True, help="the training shard folder")
+    parser.add_argument("--out", type=location, required=True, help="the output folder")
     parser.add_argument(
-        "--test-shards", type=Path, default=None, help="clean test shards (test accuracy per trial)"
+        "--test-shards",
+        type=location,
+        default=None,
+        help="clean test shards (test accuracy per trial)",
     )
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"

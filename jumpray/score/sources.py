@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from jumpray.core import SampleHistory, merge_top_k
+from jumpray.storage import same_location
 
 __all__ = [
     "SOURCES",
@@ -57,7 +58,7 @@ def resolve_source(
     """
     if source != "auto":
         return source
-    same = trained_on is not None and Path(trained_on).resolve() == Path(scored).resolve()
+    same = trained_on is not None and same_location(trained_on, scored)
     return "both" if has_history and same else "snapshots"
 
 

@@ -58,6 +58,7 @@ from jumpray.files import atomic_path, copy_tree, write_json, write_parquet
 from jumpray.log import get_logger
 from jumpray.plots import plot_selection_curves
 from jumpray.ray_utils import materialize_in_order
+from jumpray.storage import is_uri, redact
 from jumpray.tracking import NoopTracker, build_tracker
 from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue
 from jumpray.train.rows import TRAIN_COLUMNS, DatasetBatches
@@ -209,6 +210,7 @@ def fit(
     startup: dict[str, float] | None = None,
     val: ShardSource | None = None,
     callbacks: Sequence[Any] = (),
+    storage_path: str | Path | None = None,
 ) -> TrainResult:
     """Train ``cfg.method.name`` on ``train`` with Ray Train and write OUT/ (see module docstring).
 
@@ -230,6 +232,9 @@ def fit(
             ``startup_ray_init_s``, ``startup_scan_s``), copied into the summary.
         val: a held-out split of the noisy data: ``val_accuracy`` (on its given labels) each
             epoch (sweeps: jumpray.tune), or None.
+        storage_path: where Ray Train keeps the run's checkpoints when
+            ``scaling.storage_path`` is unset (a folder or an object-storage URI; the jobs pass
+            OUT/ray_results, in object storage when OUT is); None = ``work_dir/ray_results``.
         callbacks: more ``ray.train.UserCallback``s (Tune's report callback in a sweep trial);
             they need Ray Train (``scaling.num_workers >= 1``).
 
@@ -248,8 +253,8 @@ def fit(
     # Config problems that only the data reveals fail here, on the driver, before any worker.
     check_model_fits(cfg, cfg.num_classes or train.info.num_classes)
     run_name = run_name or f"jumpray-{cfg.method.name}-{uuid.uuid4().hex[:8]}"
-    storage = Path(cfg.scaling.storage_path or work_dir / "ray_results").resolve()
-    write_json(work_dir / RUN_FILE, {"run_name": run_name, "storage_path": str(storage)})
+    storage = _storage(cfg.scaling.storage_path or storage_path, work_dir)
+    write_json(work_dir / RUN_FILE, {"run_name": run_name, "storage_path": redact(storage)})
 
     # One store per fit() call: a resumed run gets a fresh store, refilled from the checkpoint
     # (reusing the name could hand back the previous call's store while it is being destroyed).
@@ -300,7 +305,9 @@ def fit(
         if cfg.scaling.num_workers == 0:
             if callbacks:
                 raise ValueError("fit(callbacks=...) needs Ray Train: scaling.num_workers >= 1")
-            checkpoint = _fit_in_driver(spec, datasets, storage / run_name, progress)
+            # The driver loop keeps its per-epoch folders on local disk (no Ray Train here).
+            local = storage if isinstance(storage, Path) else work_dir / "ray_results"
+            checkpoint = _fit_in_driver(spec, datasets, local / run_name, progress)
         else:
             checkpoint = _fit_ray(spec, datasets, storage, run_name, queue, progress, callbacks)
     except BaseException as exc:
@@ -402,10 +409,17 @@ def _trainer_class() -> type:
     return Trainer
 
 
+def _storage(named: str | Path | None, work_dir: Path) -> str | Path:
+    """Ray Train's storage: an object-storage URI as named, a local folder made absolute."""
+    if is_uri(named):
+        return str(named)
+    return Path(named or work_dir / "ray_results").resolve()
+
+
 def _fit_ray(
     spec: WorkerSpec,
     datasets: dict[str, Any],
-    storage: Path,
+    storage: str | Path,
     run_name: str,
     queue: Any,
     progress: DriverProgress,

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "log": 0,
     "runs": 0,
     "files": 0,
+    "storage": 0,
     "plots": 2,
     "core": 1,
     "data": 2,

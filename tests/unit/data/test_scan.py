@@ -7,6 +7,7 @@ reason; ``skip`` quarantines exactly the bad samples and rows out + quarantined 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,7 +279,7 @@ def test_each_tar_is_opened_once_before_the_decode_pass(tmp_path, monkeypatch):
     real_iter = tario.TarSampleReader.__iter__
 
     def counting_iter(self):
-        opened.append(self.path.name)
+        opened.append(Path(self.path).name)
         return real_iter(self)
 
     monkeypatch.setattr(tario.TarSampleReader, "__iter__", counting_iter)
