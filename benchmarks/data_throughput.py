@@ -69,6 +69,30 @@ def _plain_pass(folder: Path, params: dict, batch_size: int, epoch: int) -> tupl
         torch.set_num_threads(threads)
 
 
+def _augment_ms(batch: int = 256, side: int = 28, repeats: int = 9) -> float:
+    """Median milliseconds of the weak + strong views of one uint8 batch on one thread (the
+    augmentation's own cost, the figure a timed unit test used to assert)."""
+    from jumpray.data.augment import make_augmenter
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        aug = make_augmenter(
+            image_size=side, channels=1, mean=[0.5], std=[0.5], strong_magnitude=10
+        )
+        x = torch.randint(0, 256, (batch, 1, side, side), dtype=torch.uint8)
+        g = torch.Generator().manual_seed(0)
+        aug.train(x, g)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            aug.train(x, g)
+            times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times) * 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=20000)
@@ -132,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "ray_samples_per_s": round(ray_rate, 1),
         "plain_samples_per_s": round(plain_rate, 1),
         "ratio_ray_over_plain": round(ray_rate / plain_rate, 3),
+        "augment_256x28px_weak_strong_ms_1_thread": round(_augment_ms(), 2),
         "ray_samples_per_s_excluding_scan": round(
             args.samples / statistics.median([a - b for a, b in zip(ray_s, scan_s, strict=True)]), 1
         ),
