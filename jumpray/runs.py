@@ -140,6 +140,15 @@ def pull_mirror(uri: str, kind: Kind) -> Path:
         UsageError: ``uri`` is an object, not a folder.
     """
     mirror = storage.mirror_dir(uri)
+    local = _read_marker(mirror) or {}
+    pid = local.get("pid")
+    # A run of this machine still building in the mirror: refreshing it would pull the rug.
+    running = local.get("state") == "running" and isinstance(pid, int) and pid != os.getpid()
+    if running and _pid_alive(pid):
+        raise UsageError(
+            f"--out {storage.redact(uri)} is being written by another jumpray process on "
+            f"this machine (pid {pid}); wait for it or choose another --out"
+        )
     shutil.rmtree(mirror, ignore_errors=True)
     names = storage.list_files(uri, recursive=True)
     if not names:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import jumpray
 from jumpray import storage
 from jumpray.cli import main
 from jumpray.data.convert import write_fashion_mnist
@@ -75,6 +76,11 @@ def test_clean_and_score_with_every_folder_in_s3(
     assert sorted(rescored.column("idx").to_pylist()) == list(range(400))
     assert json.loads(storage.read_bytes(f"{scored}/summary.json"))["num_samples"] == 400
 
-    # Re-running into a finished remote OUT is refused, as on disk; --overwrite replaces it.
+    # Re-running into a finished remote OUT is refused, as on disk; overwrite replaces it, here
+    # through the Python API, which takes the same URIs and reads the labels back from S3.
     assert main(args) != 0
-    assert main([*args, "--overwrite"]) == 0
+    result = jumpray.score(
+        train, scored, checkpoint=f"{out}/checkpoint", overwrite=True, tracking__enabled=False
+    )
+    assert result.labels_path == f"{scored}/labels.parquet"
+    assert sorted(result.labels.column("idx").to_pylist()) == list(range(400))
