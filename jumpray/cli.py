@@ -110,15 +110,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jumpray.log import setup_logging
 
     setup_logging()
-    restore = _install_sigint()
+    received: list[int] = []
+    restore = _install_sigint(received)
     try:
         return int(_job(COMMANDS[args.command][0]).run(args) or 0)
     except KeyboardInterrupt:
+        how = "terminated (SIGTERM)" if signal.SIGTERM in received else "interrupted"
         print(
-            f"jumpray {args.command}: interrupted; re-run the same command to resume",
+            f"jumpray {args.command}: {how}; re-run the same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return 143 if signal.SIGTERM in received else 130
     except Exception as exc:
         user = user_error(exc)
         if user is None:
@@ -131,25 +133,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         restore()
 
 
-def _install_sigint():
-    """Ctrl-C: the first raises KeyboardInterrupt (the job cleans up), a second exits at once.
+def _install_sigint(received: list[int]):
+    """Ctrl-C or SIGTERM (a scheduler or ``kill`` stopping the job): the first raises
+    KeyboardInterrupt, so the job cleans up as for Ctrl-C (staged outputs dropped, the run marked
+    interrupted, a Ray it started shut down); a second exits at once.
+
+    Args:
+        received: the signals received are appended here.
 
     Returns:
-        A function that puts the previous handler back.
+        A function that puts the previous handlers back.
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    count = 0
 
     def handler(signum, frame):
-        nonlocal count
-        count += 1
-        if count > 1:
-            os._exit(130)
+        received.append(signum)
+        if len(received) > 1:
+            os._exit(143 if signum == signal.SIGTERM else 130)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ boundary wrapped the message once more ("1 config problem: - 1 config problem: .
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 __all__ = [
@@ -108,4 +109,22 @@ def user_error(exc: BaseException) -> JumprayError | None:
             todo += list(failures.values())
     # Ray's wrapper classes (defined in ray.exceptions) are JumprayErrors too: prefer ours.
     own = [e for e in found if type(e).__module__.startswith("jumpray")]
-    return (own or found or [None])[0]
+    if own or found:
+        return (own or found)[0]
+    return _unwritable(exc)
+
+
+# A write that failed for a reason the user fixes (space, permissions), not a bug.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
+
+
+def _unwritable(exc: BaseException) -> UsageError | None:
+    """A full or read-only disk as a :class:`UsageError` naming the file, else None."""
+    if not isinstance(exc, OSError) or exc.errno not in _WRITE_ERRNOS:
+        return None
+    where = exc.filename or "the output folder"
+    fix = "free space there" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+    return UsageError(
+        f"cannot write {where}: {exc.strerror}; {fix}, or choose another --out (nothing "
+        "half-written is left under a final name; re-running resumes)"
+    )

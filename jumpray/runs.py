@@ -55,6 +55,9 @@ __all__ = [
 log = get_logger(__name__)
 
 MARKER = "jumpray_run.json"
+# The free space a run folder's disk must have when the run starts (checkpoints, snapshots'
+# copies, tables, the report); a full disk is said up front, not at the first checkpoint.
+MIN_FREE_MB = int(os.environ.get("JUMPRAY_MIN_FREE_MB", "256"))
 LOGS_DIR = "logs"
 _STAGING = ".staging-"
 # Work state a run keeps in place between attempts; never published, never removed by publish.
@@ -444,16 +447,18 @@ def _describe(inputs: Any) -> str:
 
 @contextlib.contextmanager
 def _sigint_held() -> Iterator[list[int]]:
-    """Hold Ctrl-C back (recorded, not acted on) while files are renamed into place."""
+    """Hold Ctrl-C and SIGTERM back (recorded, not acted on) while files are renamed into place."""
     if threading.current_thread() is not threading.main_thread():
         yield []
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class RunFolder:
@@ -470,8 +475,26 @@ class RunFolder:
         self.started = time.time()
 
     def begin(self) -> RunFolder:
-        """Create OUT, a fresh staging folder and the marker (state ``running``)."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Create OUT, a fresh staging folder and the marker (state ``running``).
+
+        Raises:
+            UsageError: OUT cannot be written, or its disk has less than :data:`MIN_FREE_MB`
+                free: said now, not after hours of training.
+        """
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"--out {self.claim.label} cannot be created ({exc.strerror or exc}); "
+                "choose a writable folder"
+            ) from None
+        free_mb = shutil.disk_usage(self.out).free / 2**20
+        if free_mb < MIN_FREE_MB:
+            raise UsageError(
+                f"--out {self.claim.label}: only {free_mb:.0f} MB free on its disk (a run needs "
+                f"at least {MIN_FREE_MB} MB for checkpoints and outputs); free space or choose "
+                "another --out (JUMPRAY_MIN_FREE_MB sets the floor)"
+            )
         for old in self.out.glob(f"{_STAGING}*"):
             pid = old.name.removeprefix(_STAGING)
             if not (pid.isdigit() and _pid_alive(int(pid))) or int(pid) == os.getpid():

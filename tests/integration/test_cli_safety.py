@@ -180,3 +180,36 @@ def test_a_data_error_in_a_worker_is_one_paragraph_and_not_retried(tmp_path, ray
     log = "".join(p.read_text() for p in (out / "logs").glob("*.log"))
     assert log.count("Error in training function") <= 1  # aborted, not retried twice
     assert not (out / "train_summary.json").exists()
+
+
+def test_sigterm_stops_a_run_within_seconds_leaves_no_ray_of_its_own_and_resumes(tmp_path):
+    """The drill of issue 17: a scheduler (or ``kill``) stops the driver with SIGTERM. The
+    command started its own Ray here (no RAY_ADDRESS): every process it started must be gone."""
+    import psutil
+
+    shards, out = _mixed_shards(tmp_path), tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("RAY_ADDRESS", None)
+    command = ["train", "--shards", str(shards), "--out", str(out), *TINY, "train.epochs=8"]
+    command += ["scaling.num_workers=1", "scaling.cpus_per_worker=0.5"]
+    proc, err = _start(command, env, tmp_path / "console")
+    _wait_for(err, "epoch 1/8", proc)
+    started = psutil.Process(proc.pid).children(recursive=True)  # its Ray: gcs, raylet, workers
+    assert started
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143, err.read_text()
+    assert time.monotonic() - t0 < 30
+    text = err.read_text()
+    assert "terminated (SIGTERM); re-run the same command to resume" in text
+    assert "Traceback" not in text
+    _gone, alive = psutil.wait_procs(started, timeout=30)
+    assert not alive, [p.info if hasattr(p, "info") else p.pid for p in alive]
+    marker = json.loads((out / "jumpray_run.json").read_text())
+    assert marker["state"] == "interrupted"
+    assert not (out / "train_summary.json").exists() and not list(out.glob(".staging-*"))
+    # The same command resumes and finishes.
+    proc, err = _start(command, env, tmp_path / "console")
+    assert proc.wait(timeout=400) == 0, err.read_text()
+    assert "resuming the earlier `jumpray train` run" in err.read_text()
+    assert json.loads((out / "jumpray_run.json").read_text())["state"] == "done"

@@ -143,3 +143,28 @@ def test_the_demo_folder_holds_only_the_demo(tmp_path):
     (out / "thesis.pdf").write_text("mine")
     with pytest.raises(UsageError, match="thesis.pdf"):
         claim_output(out, command="demo", kind="demo")
+
+
+def test_an_unwritable_or_full_output_is_refused_when_the_run_begins(tmp_path, monkeypatch):
+    """The drill of issue 17: said up front, before Ray or training starts, naming OUT."""
+    import jumpray.runs as runs_module
+    from jumpray.errors import UsageError
+
+    claim = claim_output("/proc/jumpray-no-such-out", command="train")
+    with pytest.raises(UsageError, match="--out /proc/jumpray-no-such-out cannot be created"):
+        RunFolder(claim).begin()
+    monkeypatch.setattr(runs_module, "MIN_FREE_MB", 10**12)
+    claim = claim_output(tmp_path / "out", command="train")
+    with pytest.raises(UsageError, match=r"MB free on its disk .*\(JUMPRAY_MIN_FREE_MB"):
+        RunFolder(claim).begin()
+
+
+def test_a_full_disk_mid_run_is_a_user_error_naming_the_file():
+    import errno
+
+    from jumpray.errors import UsageError, user_error
+
+    err = user_error(OSError(errno.ENOSPC, "No space left on device", "/runs/out/labels.parquet"))
+    assert isinstance(err, UsageError)
+    assert "cannot write /runs/out/labels.parquet: No space left on device; free space" in str(err)
+    assert user_error(OSError(errno.ECONNRESET, "reset")) is None  # not the user's to fix
