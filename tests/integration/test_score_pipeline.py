@@ -304,3 +304,65 @@ def test_score_job_from_the_training_history(tmp_path, ray_cluster, source):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["decision"]["source"] == source and summary["num_quarantined"] == 3
     assert summary["num_label_issues"] == sum(rows["is_label_issue"])
+
+
+def _score_actor_pids() -> list[int]:
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "ScoreActor" in cmd and "ray::" in cmd:
+            pids.append(p.info["pid"])
+    return pids
+
+
+def test_a_scoring_actor_killed_mid_run_loses_and_repeats_no_row(tmp_path, ray_cluster):
+    """The drill of issue 17: SIGKILL a scoring actor while it works; Ray Data restarts it and
+    retries its batches; labels.parquet holds every sample exactly once."""
+    import os
+    import signal
+    import threading
+    import time
+
+    folder, n = tmp_path / "shards", 3000
+    folder.mkdir()
+    images = build.tiny_images(n, size=8, seed=4)
+    per_tar = 500
+    for t in range(n // per_tar):
+        samples = [
+            build.sample(f"k{i:05d}", image=build.png_bytes(images[i]), cls=i % C, meta={"idx": i})
+            for i in range(t * per_tar, (t + 1) * per_tar)
+        ]
+        build.write_tar(folder / f"t-{t:06d}.tar", samples)
+    build.write_index(
+        folder,
+        {f"t-{t:06d}.tar": per_tar for t in range(n // per_tar)},
+        num_classes=C,
+        channels=1,
+        image_size=[8, 8],
+    )
+    _checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "out"
+    args = ["score", "--shards", str(folder), "--checkpoint", str(tmp_path / "ckpt")]
+    args += ["--out", str(out), "score.batch_size=4", "score.num_snapshots=3"]
+    args += ["tracking.enabled=false", "data.materialize=false"]
+    killed: list[int] = []
+
+    def kill_one_actor() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            pids = _score_actor_pids()
+            if pids:
+                time.sleep(1.0)  # let it score some batches first
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_one_actor, daemon=True)
+    killer.start()
+    assert main(args) == 0
+    killer.join(timeout=5)
+    assert killed, "no scoring actor was seen to kill"
+    idx = pq.read_table(out / "labels.parquet").column("idx").to_pylist()
+    assert len(idx) == n and sorted(idx) == list(range(n))
