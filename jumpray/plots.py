@@ -239,6 +239,7 @@ def draw_ratio_spreads(
     *,
     title: str,
     lines: Sequence[float] = (1.0,),
+    points: Sequence[Sequence[float]] | None = None,
 ) -> None:
     """Ratios as bars at their median with a min-max error bar, and dashed goal lines.
 
@@ -248,12 +249,15 @@ def draw_ratio_spreads(
         spreads: per bar ``{"median", "min", "max"}`` (None: no bar).
         title: the axes title.
         lines: horizontal reference lines (goal lines, 1.0 = parity).
+        points: per bar, the single measurements behind it, drawn as dots.
     """
     xs = range(len(names))
     med = [s["median"] if s else 0.0 for s in spreads]
     low = [s["median"] - s["min"] if s else 0.0 for s in spreads]
     high = [s["max"] - s["median"] if s else 0.0 for s in spreads]
     ax.bar(xs, med, 0.6, yerr=[low, high], capsize=6, color="tab:blue", alpha=0.8)
+    for x, values in zip(xs, points or [[] for _ in names], strict=True):
+        ax.plot([x] * len(values), values, "o", color="black", markersize=3, alpha=0.6)
     for x, s in zip(xs, spreads, strict=True):
         if s:
             ax.annotate(f"{s['median']:.2f}", (x, s["max"]), ha="center", va="bottom", fontsize=8)

@@ -467,20 +467,24 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     noises = list(by_noise)
     methods = [m for m in LABELS if any(m in v for v in by_noise.values())]
     others = [m for m in methods if m != JT]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    _bars(axes[0, 0], noises, methods, lambda n, m: by_noise[n].get(m, {}).get("test_accuracy"))
-    axes[0, 0].set_title("test accuracy")
-    _bars(
-        axes[0, 1],
-        noises,
-        [m for m in methods if m != "ce"],
-        lambda n, m: by_noise[n].get(m, {}).get("f1"),
-    )
-    axes[0, 1].set_title("wrong-label detection F1")
-    if report.get("timing"):
-        _timing_panels(axes[1, 0], axes[1, 1], report["timing"]["summary"])
+    if not report["rows"] and report.get("timing"):  # --timing-only: the timing panels alone
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        _timing_panels(axes[0], axes[1], report["timing"]["summary"])
     else:
-        _single_run_panels(axes[1, 0], axes[1, 1], report, noises, others)
+        fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+        _bars(axes[0, 0], noises, methods, lambda n, m: by_noise[n].get(m, {}).get("test_accuracy"))
+        axes[0, 0].set_title("test accuracy")
+        _bars(
+            axes[0, 1],
+            noises,
+            [m for m in methods if m != "ce"],
+            lambda n, m: by_noise[n].get(m, {}).get("f1"),
+        )
+        axes[0, 1].set_title("wrong-label detection F1")
+        if report.get("timing"):
+            _timing_panels(axes[1, 0], axes[1, 1], report["timing"]["summary"])
+        else:
+            _single_run_panels(axes[1, 0], axes[1, 1], report, noises, others)
     fig.suptitle(
         f"jumpray bench, {report['profile']} profile, {report['device']}, {report['date']}"
     )
@@ -496,15 +500,17 @@ def _timing_panels(speed_ax, memory_ax, summary: dict[str, Any]) -> None:
         speed_ax,
         names,
         [summary["ratios"][o]["throughput"] for o in others],
-        title="JT throughput / other's, median and min-max of rounds (higher is better)",
+        title="JT throughput / other's (higher is better)\nmedian, min-max, one dot per round",
         lines=(1.0, 0.9, 1.8),
+        points=[summary["ratios"][o]["throughput_rounds"] for o in others],
     )
     draw_ratio_spreads(
         memory_ax,
         names,
         [summary["ratios"][o]["memory"] for o in others],
-        title="JT peak memory / other's, median and min-max of rounds (lower is better)",
+        title="JT peak memory / other's (lower is better)\nmedian, min-max, one dot per round",
         lines=(1.0, 0.6),
+        points=[summary["ratios"][o]["memory_rounds"] for o in others],
     )
 
 
@@ -528,4 +534,5 @@ def _bars(ax, noises: list[str], series: list[str], value) -> None:
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(noises))]
         ax.bar(xs, [y if y is not None else 0.0 for y in ys], width, label=LABELS[name])
     ax.set_xticks(range(len(noises)), noises)
-    ax.legend(fontsize=8)
+    if noises and series:
+        ax.legend(fontsize=8)
