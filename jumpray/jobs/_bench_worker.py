@@ -59,6 +59,7 @@ __all__ = [
     "warm_runtime",
     "OtherCpu",
     "load_average",
+    "StepClock",
 ]
 
 log = get_logger(__name__)
@@ -359,7 +360,10 @@ def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
     ``round``, ``data``, ``config``, ``device``, ``steps``, ``warmup_steps``.
 
     Returns:
-        The timing row: ``samples_per_s`` (timed steps only), ``peak_memory_mb``, ``step_ms``,
+        The timing row: ``samples_per_s`` (the median over the timed steps of each step's
+        samples per second: a burst of other work on a shared machine slows a few steps, not
+        the median), ``mean_samples_per_s`` (all timed samples over their wall time),
+        ``samples_per_cpu_s`` (over this process's CPU time), ``peak_memory_mb``, ``step_ms``,
         the load and the layout actually used (``amp``, ``channels_last``).
     """
     cfg = RunConfig.model_validate(spec["config"])
@@ -387,7 +391,7 @@ def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
         view_gen = epoch_generator(cfg.seed, epoch=epoch, stream=VIEW_STREAM)
         batches = _endless_batches(train, batch_size=cfg.train.batch_size, seed=cfg.seed)
 
-        def loop(num_steps: int) -> dict[str, float]:
+        def loop(num_steps: int, clock: StepClock | None = None) -> dict[str, float]:
             return train_epoch(
                 method,
                 batches,
@@ -395,14 +399,17 @@ def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
                 device=device,
                 views=lambda x: aug.train(x, view_gen),
                 max_batches=num_steps,
+                on_batch=clock.on_batch if clock else None,
             )
 
         loop(warmup_steps)
         _synchronize(device)
-        t0 = time.perf_counter()
-        counts = loop(steps)
+        clock = StepClock(device)
+        cpu0 = time.process_time()
+        counts = loop(steps, clock)
         _synchronize(device)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - clock.start
+        cpu_s = time.process_time() - cpu0
     return {
         "phase": "timing",
         "round": int(spec["round"]),
@@ -411,7 +418,9 @@ def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "warmup_steps": warmup_steps,
         "epoch": epoch,
         "num_samples": int(counts["num_samples"]),
-        "samples_per_s": counts["num_samples"] / max(seconds, 1e-9),
+        "samples_per_s": clock.median_samples_per_s(),
+        "mean_samples_per_s": counts["num_samples"] / max(seconds, 1e-9),
+        "samples_per_cpu_s": counts["num_samples"] / max(cpu_s, 1e-9),
         "step_ms": 1000 * seconds / max(steps, 1),
         "selected_fraction": counts["num_selected"] / max(counts["num_samples"], 1),
         "peak_memory_mb": mem.above_baseline_mb,
@@ -422,6 +431,28 @@ def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "load_average": [load_before, load_average()],
         "other_cpu_cores": others.cores(),
     }
+
+
+class StepClock:
+    """Wall time of each training step: pass :meth:`on_batch` as ``train_epoch``'s hook.
+
+    The hook runs after each step's update; the step's loss was read to a float before it, so
+    on a GPU the step's kernels are done (synchronized again here to be sure).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = self._last = time.perf_counter()
+        self.rates: list[float] = []  # samples/s of each step
+
+    def on_batch(self, batch: Batch, out: StepOutput) -> None:
+        _synchronize(self.device)
+        now = time.perf_counter()
+        self.rates.append(len(batch.given_label) / max(now - self._last, 1e-9))
+        self._last = now
+
+    def median_samples_per_s(self) -> float:
+        return float(np.median(self.rates)) if self.rates else 0.0
 
 
 def _open_gates(method: Method, cfg: RunConfig) -> None:
