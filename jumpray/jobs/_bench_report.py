@@ -395,7 +395,7 @@ def _timing_lines(timing: dict[str, Any]) -> list[str]:
         f"({' '.join(LABELS[m] for m in s['methods'])}, then again), each run a fresh process "
         f"timing {s['steps']} training steps of batch {s['batch_size']} after "
         f"{s['warmup_steps']} discarded ones, in the selecting phase (epoch {s['epoch']}), on the "
-        f"same {s['noise']} data for every method; {s['torch_threads']} torch threads, "
+        f"same {s['noise']} data for every method; torch threads {s['torch_threads']}, "
         f"device {s['device']}"
         + (
             f", autocast {s['amp']}, channels-last weights {s['channels_last']}"
@@ -450,8 +450,11 @@ _DEFINITIONS = [
     "the same for every method, like a GPU's CUDA context); GPU: `torch.cuda.max_memory_allocated`.",
     "*Timing phase* ratios: Jump-teaching's figure over the other's within one round, then the",
     "median and min–max over the rounds; *met* / *missed* = the whole spread is on the goal's /",
-    "the other side of the line, *undecided* = the spread crosses it. Its peak MB is defined as",
-    "above, over the network's build, the discarded and the timed steps.",
+    "the other side of the line, *undecided* = the spread crosses it. Its samples/s = the median",
+    "over a run's timed steps of each step's batch size / wall time (bursts of other work slow a",
+    "few steps, not the median; `mean_samples_per_s` and `samples_per_cpu_s` per row in",
+    "bench.json); its peak MB is defined as above, over the network's build, the discarded and",
+    "the timed steps.",
     "*wall s* =",
     "training only (cleanlab: K fold trainings + out-of-sample prediction + `find_label_issues` +",
     "one retrain on the kept samples, whose model gives cleanlab's test accuracy). *JT … ×* =",

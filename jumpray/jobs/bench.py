@@ -68,8 +68,8 @@ TIMED = ("jumpteaching", "ce", "coteaching", "jocor")
 # Every profile's settings, in one place. limit/test_limit: first N samples (None = all).
 # warmup_epochs is also the Co-teaching/JoCoR ramp (num_gradual): every selecting method starts
 # selecting on the same schedule. Expected times are on the 2-core development box, CPU.
-# timing: the timing phase's rounds, timed steps and discarded warm-up steps per run (about 10 s
-# per run on the 2-core box for quick, most of it the process start). overrides: dotted config
+# timing: the timing phase's rounds, timed steps and discarded warm-up steps per run (quick: 20
+# runs, 9-12 minutes on the 2-core box under a load of 7, 2026-11-27; most of a run is its start). overrides: dotted config
 # values of the profile, applied before the user's.
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {  # the test's profile: seconds per run, checks mechanics only

@@ -13,6 +13,7 @@ from jumpray.jobs import bench
 from jumpray.jobs._bench_worker import (
     KeptRecorder,
     PeakMemory,
+    StepClock,
     _detection_fields,
     _is_channels_last,
     _open_gates,
@@ -161,3 +162,13 @@ def test_channels_last_is_read_from_the_weights_layout():
     assert _is_channels_last(net) is False  # the first conv (1 channel) is both; the second tells
     assert _is_channels_last(net.to(memory_format=torch.channels_last)) is True
     assert _is_channels_last(torch.nn.Linear(3, 2)) is False
+
+
+def test_step_clock_keeps_each_steps_rate_and_their_median(monkeypatch):
+    ticks = iter([10.0, 10.5, 11.5, 11.75, 14.75])  # steps of 0.5, 1, 0.25, 3 s
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    clock = StepClock(torch.device("cpu"))
+    for n in (64, 64, 64, 96):
+        clock.on_batch(_batch(list(range(n))), StepOutput(0.0, torch.ones(n, dtype=torch.bool)))
+    assert clock.rates == pytest.approx([128.0, 64.0, 256.0, 32.0])
+    assert clock.median_samples_per_s() == pytest.approx(96.0)  # one slow step moves it little
