@@ -20,6 +20,7 @@ def _t(round_, method, sps, mem):
         "round": round_,
         "method": method,
         "samples_per_s": sps,
+        "samples_per_cpu_s": 2 * sps if round_ == 1 else sps,  # round 1: half a core
         "peak_memory_mb": mem,
         "other_cpu_cores": 0.1 * round_,
         "load_average": [1.0, 1.5],
@@ -78,6 +79,7 @@ def test_ratios_are_taken_within_each_round_then_summarized():
     ce = s["ratios"]["ce"]
     assert ce["throughput_rounds"] == pytest.approx([1.0, 1.25, 0.9])
     assert ce["throughput"] == pytest.approx({"median": 1.0, "min": 0.9, "max": 1.25, "n": 3})
+    assert ce["cpu_throughput"] == ce["throughput"]  # the same per-round ratios here
     co = s["ratios"]["coteaching"]
     # round 2's Co-teaching run failed: that round gives no Co-teaching ratio
     assert co["throughput_rounds"] == pytest.approx([2.0, 2.5])
@@ -160,7 +162,7 @@ def test_markdown_carries_medians_with_their_spread_and_the_readings():
     assert "Quality runs: not run" in md
     assert "Timing phase: 3 rounds" in md and "40 training steps of batch 128" in md
     assert "| Jump-teaching | 1800 (1000–2000) | 50 (48–52) |" in md
-    assert "| Co-teaching | 2.25 (2.00–2.50) | 0.50 (0.50–0.50) |" in md
+    assert "| Co-teaching | 2.25 (2.00–2.50) | 0.50 (0.50–0.50) | 2.25 (2.00–2.50) |" in md
     assert "| CE | 1.00 (0.90–1.25) |" in md
     assert "load average before and after the timing phase: 1.25 / 3.50" in md
     assert "other programs kept 0.00 to 0.20 cores busy" in md
