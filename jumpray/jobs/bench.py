@@ -69,8 +69,8 @@ TIMED = ("jumpteaching", "ce", "coteaching", "jocor")
 # warmup_epochs is also the Co-teaching/JoCoR ramp (num_gradual): every selecting method starts
 # selecting on the same schedule. Expected times are on the 2-core development box, CPU.
 # timing: the timing phase's rounds, timed steps and discarded warm-up steps per run (quick: 20
-# runs, 9-12 minutes on the 2-core box under a load of 7, 2026-11-27; most of a run is its start). overrides: dotted config
-# values of the profile, applied before the user's.
+# runs, 9-12 minutes on the 2-core box under a load of 7, 2026-11-27; most of a run is its
+# start). overrides: dotted config values of the profile, applied below the user's.
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {  # the test's profile: seconds per run, checks mechanics only
         "limit": 1000,
@@ -82,7 +82,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "folds": 2,
         "timing": {"rounds": 3, "steps": 5, "warmup_steps": 2},
     },
-    "quick": {  # under 20 minutes on 2 cores
+    "quick": {  # quality runs under 15 minutes on 2 cores, then the timing phase
         "limit": 8000,
         "test_limit": 5000,
         "noises": ("sym:0.4", "pairflip:0.45", "instance:0.4"),
@@ -106,7 +106,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     # The seed's efficiency comparison as far as our baselines go: one backbone (the official
     # CIFAR code's PreAct-ResNet-18) and batch 128 for every method, and on CUDA the GPU path of
-    # every method alike: bf16 autocast and channels-last. Meant for a GPU (hours on 2 cores).
+    # every method alike: bf16 autocast and channels-last. On Fashion-MNIST (the data the bench
+    # has offline), not CIFAR. Meant for a GPU (days on 2 cores).
     "paper": {
         "limit": None,
         "test_limit": None,
@@ -207,8 +208,9 @@ def bench_configs(
     """One resolved config per method: local defaults, the profile, the file, the overrides.
 
     The profile gives the budget and its ``overrides`` (the paper profile's backbone and GPU
-    path), below the user's file and overrides. The method name is set last, so nothing but the method differs between the runs; cleanlab
-    uses the CE config (a single-head network trained with plain cross-entropy).
+    path), below the user's file and overrides. The method name is set last, so nothing but the
+    method differs between the runs; cleanlab uses the CE config (a single-head network trained
+    with plain cross-entropy).
 
     Raises:
         ConfigError: a bad file or override (every problem listed), or fewer than 2 epochs.
