@@ -23,6 +23,7 @@ __all__ = [
     "plot_label_scores",
     "plot_noise_matrix",
     "plot_gallery",
+    "draw_ratio_spreads",
 ]
 
 CURVES = (
@@ -229,3 +230,38 @@ def plot_gallery(
         )
     fig.suptitle("most suspicious labels (lowest label_score first)", fontsize=11)
     return save_figure(fig, path)
+
+
+def draw_ratio_spreads(
+    ax: Any,
+    names: Sequence[str],
+    spreads: Sequence[dict[str, float] | None],
+    *,
+    title: str,
+    lines: Sequence[float] = (1.0,),
+    points: Sequence[Sequence[float]] | None = None,
+) -> None:
+    """Ratios as bars at their median with a min-max error bar, and dashed goal lines.
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        names: one label per bar.
+        spreads: per bar ``{"median", "min", "max"}`` (None: no bar).
+        title: the axes title.
+        lines: horizontal reference lines (goal lines, 1.0 = parity).
+        points: per bar, the single measurements behind it, drawn as dots.
+    """
+    xs = range(len(names))
+    med = [s["median"] if s else 0.0 for s in spreads]
+    low = [s["median"] - s["min"] if s else 0.0 for s in spreads]
+    high = [s["max"] - s["median"] if s else 0.0 for s in spreads]
+    ax.bar(xs, med, 0.6, yerr=[low, high], capsize=6, color="tab:blue", alpha=0.8)
+    for x, values in zip(xs, points or [[] for _ in names], strict=True):
+        ax.plot([x] * len(values), values, "o", color="black", markersize=3, alpha=0.6)
+    for x, s in zip(xs, spreads, strict=True):
+        if s:
+            ax.annotate(f"{s['median']:.2f}", (x, s["max"]), ha="center", va="bottom", fontsize=8)
+    for y in lines:
+        ax.axhline(y, color="gray", linestyle="-" if y == 1.0 else "--", linewidth=0.8)
+    ax.set_xticks(list(xs), list(names))
+    ax.set_title(title)

@@ -6,6 +6,10 @@ CPU peak-memory figure comparable between methods: the peak anonymous resident m
 training is measured above this process's own idle baseline (imports done, data loaded, torch's
 runtime warmed up: :func:`warm_runtime`), so no run inherits another's allocator state. On a GPU the figure is ``torch.cuda.max_memory_allocated`` instead.
 
+The bench's timing phase runs here too (``"phase": "timing"``, :func:`run_timing_spec`): a fixed
+number of training steps of one method, after discarded warm-up steps, timed and measured the same
+way, in its own fresh process.
+
 Spec keys: ``method`` (``jumpteaching``, ``ce``, ``coteaching``, ``jocor`` or ``cleanlab``),
 ``noise`` (SPEC, for the row), ``data`` (the ``.npz`` written by the bench), ``config`` (a resolved
 :class:`~jumpray.config.RunConfig` as a dict), ``device``, ``folds`` (cleanlab's K).
@@ -34,23 +38,28 @@ import psutil
 import torch
 
 from jumpray.config import RunConfig
-from jumpray.core import detection_metrics, selection_metrics
+from jumpray.core import JumpFlags, detection_metrics, selection_metrics
 from jumpray.data.augment import Augmenter, build_augmenter
 from jumpray.log import get_logger, setup_logging
 from jumpray.models import build_model
 from jumpray.train.local import ArraySet, LocalResult, iter_batches, run_local
-from jumpray.train.loop import evaluate
-from jumpray.train.methods import Batch, StepOutput
+from jumpray.train.loop import evaluate, train_epoch
+from jumpray.train.methods import Batch, Method, StepOutput, build_method
+from jumpray.train.seeds import VIEW_STREAM, epoch_generator, plain_order_generator
 
 __all__ = [
     "main",
     "run_spec",
+    "run_timing_spec",
+    "selecting_epoch",
     "load_arrays",
     "PeakMemory",
     "KeptRecorder",
     "anonymous_rss",
     "warm_runtime",
     "OtherCpu",
+    "load_average",
+    "StepClock",
 ]
 
 log = get_logger(__name__)
@@ -287,7 +296,7 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         import cleanlab.filter  # noqa: F401
         import sklearn.model_selection  # noqa: F401
     warm_runtime(cfg, train, device=device)
-    load_before = _load_average()
+    load_before = load_average()
     others = OtherCpu()
     with PeakMemory(device) as mem:
         t0 = time.perf_counter()
@@ -321,11 +330,162 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "baseline_memory_mb": mem.baseline / 2**20,
         # The machine's 1-minute load average around the run: timings taken while other work
         # ran are slower, and the reader should be able to see that.
-        "load_average": [load_before, _load_average()],
+        "load_average": [load_before, load_average()],
         "other_cpu_cores": others.cores(),
         **extra,
     }
     return row
+
+
+def selecting_epoch(cfg: RunConfig) -> int:
+    """The first epoch in which every method selects at its full rate (the timing phase's).
+
+    Jump-teaching's warm-up ends at ``jump.warmup_epochs``; Co-teaching/JoCoR's forget rate
+    reaches its full value at ``method.num_gradual``.
+    """
+    return max(cfg.jump.warmup_epochs, cfg.method.num_gradual)
+
+
+def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time ``steps`` training steps of one method after ``warmup_steps`` discarded ones.
+
+    The steps run in the selecting phase (:func:`selecting_epoch`), over batches drawn from the
+    spec's data by the seed (the same batches for every method), through the training loop's own
+    :func:`~jumpray.train.loop.train_epoch` (views, transfer, step). Jump-teaching's gates start
+    open (every sample as if flagged clean at its previous visit), so its steps do the work of a
+    real selecting step and none is skipped for want of a flag. Peak memory is measured as in
+    :func:`run_spec`, over the network's build, the discarded and the timed steps.
+
+    Spec keys: ``phase`` (``timing``), ``method`` (not ``cleanlab``: it trains with CE's step),
+    ``round``, ``data``, ``config``, ``device``, ``steps``, ``warmup_steps``.
+
+    Returns:
+        The timing row: ``samples_per_s`` (the median over the timed steps of each step's
+        samples per second: a burst of other work on a shared machine slows a few steps, not
+        the median), ``mean_samples_per_s`` (all timed samples over their wall time),
+        ``samples_per_cpu_s`` (over this process's CPU time), ``peak_memory_mb``, ``step_ms``,
+        the load and the layout actually used (``amp``, ``channels_last``).
+    """
+    cfg = RunConfig.model_validate(spec["config"])
+    device = torch.device(spec.get("device") or "cpu")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    train, _, noise_rate = load_arrays(spec["data"])
+    steps, warmup_steps = int(spec["steps"]), int(spec["warmup_steps"])
+    epoch = selecting_epoch(cfg)
+    warm_runtime(cfg, train, device=device)
+    aug = _augmenter(cfg, train)
+    load_before = load_average()
+    others = OtherCpu()
+    with PeakMemory(device) as mem:
+        method = build_method(
+            cfg,
+            num_classes=NUM_CLASSES,
+            num_samples=len(train),
+            in_channels=int(train.image.shape[1]),
+            device=device,
+            noise_rate=noise_rate,
+        )
+        _open_gates(method, cfg)
+        method.begin_epoch(epoch)
+        view_gen = epoch_generator(cfg.seed, epoch=epoch, stream=VIEW_STREAM)
+        batches = _endless_batches(train, batch_size=cfg.train.batch_size, seed=cfg.seed)
+
+        def loop(num_steps: int, clock: StepClock | None = None) -> dict[str, float]:
+            return train_epoch(
+                method,
+                batches,
+                epoch=epoch,
+                device=device,
+                views=lambda x: aug.train(x, view_gen),
+                max_batches=num_steps,
+                on_batch=clock.on_batch if clock else None,
+            )
+
+        loop(warmup_steps)
+        _synchronize(device)
+        clock = StepClock(device)
+        cpu0 = time.process_time()
+        counts = loop(steps, clock)
+        _synchronize(device)
+        seconds = time.perf_counter() - clock.start
+        cpu_s = time.process_time() - cpu0
+    return {
+        "phase": "timing",
+        "round": int(spec["round"]),
+        "method": spec["method"],
+        "steps": steps,
+        "warmup_steps": warmup_steps,
+        "epoch": epoch,
+        "num_samples": int(counts["num_samples"]),
+        "samples_per_s": clock.median_samples_per_s(),
+        "mean_samples_per_s": counts["num_samples"] / max(seconds, 1e-9),
+        "samples_per_cpu_s": counts["num_samples"] / max(cpu_s, 1e-9),
+        "step_ms": 1000 * seconds / max(steps, 1),
+        "selected_fraction": counts["num_selected"] / max(counts["num_samples"], 1),
+        "peak_memory_mb": mem.above_baseline_mb,
+        "baseline_memory_mb": mem.baseline / 2**20,
+        "torch_threads": torch.get_num_threads(),
+        "amp": str(method.amp_dtype).removeprefix("torch.") if method.amp_dtype else "off",
+        "channels_last": _is_channels_last(method.nets[0]),
+        "load_average": [load_before, load_average()],
+        "other_cpu_cores": others.cores(),
+    }
+
+
+class StepClock:
+    """Wall time of each training step: pass :meth:`on_batch` as ``train_epoch``'s hook.
+
+    The hook runs after each step's update; the step's loss was read to a float before it, so
+    on a GPU the step's kernels are done (synchronized again here to be sure).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = self._last = time.perf_counter()
+        self.rates: list[float] = []  # samples/s of each step
+
+    def on_batch(self, batch: Batch, out: StepOutput) -> None:
+        _synchronize(self.device)
+        now = time.perf_counter()
+        self.rates.append(len(batch.given_label) / max(now - self._last, 1e-9))
+        self._last = now
+
+    def median_samples_per_s(self) -> float:
+        return float(np.median(self.rates)) if self.rates else 0.0
+
+
+def _open_gates(method: Method, cfg: RunConfig) -> None:
+    """Jump-teaching: every gate open, as after a visit that flagged every sample clean."""
+    flags = getattr(method, "flags", None)
+    if isinstance(flags, JumpFlags):
+        method.flags = JumpFlags(flags.num_samples, cfg.jump.interval, initial=True)
+
+
+def _endless_batches(data: ArraySet, *, batch_size: int, seed: int):
+    """Shuffled passes over ``data``, one after another, for as many steps as asked."""
+    order = plain_order_generator(seed)
+    while True:
+        yield from iter_batches(data, batch_size=batch_size, generator=order)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _is_channels_last(net: torch.nn.Module) -> bool:
+    """Some 4-D weight is laid out channels-last and not contiguous (the GPU path's layout).
+
+    A weight with one input channel or a 1x1 kernel is contiguous in both layouts, so only the
+    weights where the layouts differ tell.
+    """
+    return any(
+        p.dim() == 4
+        and p.is_contiguous(memory_format=torch.channels_last)
+        and not p.is_contiguous()
+        for p in net.parameters()
+    )
 
 
 class OtherCpu:
@@ -358,7 +518,8 @@ def _own_cpu_s() -> float:
     return t.user + t.system
 
 
-def _load_average() -> float | None:
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the platform has none)."""
     try:
         return round(os.getloadavg()[0], 2)
     except OSError:  # not available on this platform
@@ -400,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _exit_with_parent()
     setup_logging()
-    row = run_spec(json.loads(argv[0]))
+    spec = json.loads(argv[0])
+    row = run_timing_spec(spec) if spec.get("phase") == "timing" else run_spec(spec)
     sys.stdout.write(json.dumps(row) + "\n")
     sys.stdout.flush()
     return 0

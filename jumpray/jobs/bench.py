@@ -6,6 +6,14 @@ interleaved, so machine drift touches every method alike). Each run is a fresh p
 (:mod:`jumpray.jobs._bench_worker`), which makes the CPU peak-memory figures comparable. Writes
 ``bench.json`` (docs/contract.md), ``bench.md`` and ``bench.png`` (:mod:`jumpray.jobs._bench_report`).
 
+One run of a (method, noise) gives its accuracy and F1 (deterministic on CPU) but not a speed
+that holds from run to run: on a shared machine a row's samples/s moves by a third. So the speed
+and memory goals are read from a separate *timing phase* after the quality runs: each trainer's
+step loop (Jump-teaching, CE, Co-teaching, JoCoR; cleanlab trains with CE's step) runs a fixed
+number of steps after discarded warm-up steps, in a fresh process, in rounds interleaved
+A B C D A B C D ...; ratios are taken pair by pair within a round, and a goal is met, missed or
+undecided by the spread of those ratios (:func:`jumpray.jobs._bench_report.summarize_timing`).
+
 The yardstick is the paper's claim (docs/method.md, 'Reported results'): about 2.5x the training
 speed and half the peak memory of two-network methods, at better accuracy.
 
@@ -13,6 +21,8 @@ Examples::
 
     jumpray bench --profile quick --out bench-out
     jumpray bench --profile full --out bench-full --device cuda model.backbone=preact_resnet18
+    jumpray bench --profile paper --out bench-paper          # on a GPU: the paper's comparison
+    jumpray bench --profile quick --out bench-t --timing-only  # the timing phase alone
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jumpray.config import RunConfig, load_config
+from jumpray.config import RunConfig, load_config, merge_settings, parse_overrides
 from jumpray.errors import ConfigError, JumprayError
 from jumpray.files import write_text
 from jumpray.jobs._bench_report import (
@@ -42,6 +52,7 @@ from jumpray.jobs._bench_report import (
     compute_ratios,
     format_markdown,
     plot_report,
+    summarize_timing,
 )
 from jumpray.jobs.local import LOCAL_DEFAULTS, noisy_fashion_mnist
 from jumpray.log import get_logger
@@ -51,10 +62,15 @@ __all__ = ["add_arguments", "run", "PROFILES", "METHODS", "bench_configs", "run_
 log = get_logger(__name__)
 
 METHODS = ("jumpteaching", "ce", "coteaching", "jocor", "cleanlab")
+# The trainers the timing phase times: cleanlab's trainings are CE's step loop.
+TIMED = ("jumpteaching", "ce", "coteaching", "jocor")
 
 # Every profile's settings, in one place. limit/test_limit: first N samples (None = all).
 # warmup_epochs is also the Co-teaching/JoCoR ramp (num_gradual): every selecting method starts
 # selecting on the same schedule. Expected times are on the 2-core development box, CPU.
+# timing: the timing phase's rounds, timed steps and discarded warm-up steps per run (quick: 20
+# runs, 9-12 minutes on the 2-core box under a load of 7, 2026-11-27; most of a run is its
+# start). overrides: dotted config values of the profile, applied below the user's.
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {  # the test's profile: seconds per run, checks mechanics only
         "limit": 1000,
@@ -64,8 +80,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 32,  # enough steps (cleanlab retrains on about half) to beat chance
         "warmup_epochs": 1,
         "folds": 2,
+        "timing": {"rounds": 3, "steps": 5, "warmup_steps": 2},
     },
-    "quick": {  # under 20 minutes on 2 cores
+    "quick": {  # quality runs under 15 minutes on 2 cores, then the timing phase
         "limit": 8000,
         "test_limit": 5000,
         "noises": ("sym:0.4", "pairflip:0.45", "instance:0.4"),
@@ -73,6 +90,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "warmup_epochs": 2,
         "folds": 3,
+        "timing": {"rounds": 5, "steps": 40, "warmup_steps": 5},
     },
     # the whole training set: 7.5x the samples, 3.3x the epochs, 4/3 the settings of quick, so
     # about 33x its training work: about 8 hours on the 2-core box (quick: about 14.5 minutes)
@@ -84,6 +102,26 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "warmup_epochs": 5,
         "folds": 3,
+        "timing": {"rounds": 7, "steps": 60, "warmup_steps": 5},
+    },
+    # The seed's efficiency comparison as far as our baselines go: one backbone (the official
+    # CIFAR code's PreAct-ResNet-18) and batch 128 for every method, and on CUDA the GPU path of
+    # every method alike: bf16 autocast and channels-last. On Fashion-MNIST (the data the bench
+    # has offline), not CIFAR. Meant for a GPU (days on 2 cores).
+    "paper": {
+        "limit": None,
+        "test_limit": None,
+        "noises": ("sym:0.4", "pairflip:0.45", "instance:0.4", "sym:0.8"),
+        "epochs": 20,
+        "batch_size": 128,
+        "warmup_epochs": 5,
+        "folds": 3,
+        "timing": {"rounds": 7, "steps": 100, "warmup_steps": 10},
+        "overrides": (
+            "model.backbone=preact_resnet18",
+            "train.amp=bf16",
+            "train.channels_last=true",
+        ),
     },
 }
 
@@ -96,7 +134,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jumpray.cli import add_config_arguments
 
     parser.add_argument(
-        "--profile", choices=sorted(PROFILES), default="quick", help="quick (default), full, tiny"
+        "--profile",
+        choices=sorted(PROFILES),
+        default="quick",
+        help="quick (default), full, paper (the seed's efficiency comparison, for a GPU), tiny",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -124,6 +165,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="on a shared machine: run a (method, noise) again, up to N times, when other "
         f"programs kept more than {DISTURBED_CORES} cores busy during it (timings only change)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="timing phase: interleaved rounds (default: the profile's; 0 = no timing phase)",
+    )
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="run the timing phase alone (speed and memory), without the quality runs",
     )
     add_config_arguments(parser)
 
@@ -154,8 +207,10 @@ def bench_configs(
 ) -> dict[str, RunConfig]:
     """One resolved config per method: local defaults, the profile, the file, the overrides.
 
-    The method name is set last, so nothing but the method differs between the runs; cleanlab
-    uses the CE config (a single-head network trained with plain cross-entropy).
+    The profile gives the budget and its ``overrides`` (the paper profile's backbone and GPU
+    path), below the user's file and overrides. The method name is set last, so nothing but the
+    method differs between the runs; cleanlab uses the CE config (a single-head network trained
+    with plain cross-entropy).
 
     Raises:
         ConfigError: a bad file or override (every problem listed), or fewer than 2 epochs.
@@ -172,6 +227,8 @@ def bench_configs(
         "method": {"num_gradual": p["warmup_epochs"]},
         "tracking": {"enabled": False},
     }
+    # The profile's own values sit below the user's file and overrides, as its budget does.
+    base = merge_settings(base, parse_overrides(p.get("overrides", ())))
     out = {}
     for name in methods:
         trainer = "ce" if name == "cleanlab" else name
@@ -258,11 +315,17 @@ def run_bench(
     folds: int,
     wait_idle: float = 0.0,
     retries: int = 0,
+    rounds: int | None = None,
+    quality: bool = True,
 ) -> dict[str, Any]:
-    """Run every (noise, method) of ``profile`` and write bench.json / bench.md / bench.png.
+    """Run every (noise, method) of ``profile``, then the timing phase; write the outputs.
+
+    Args:
+        rounds: the timing phase's rounds (None: the profile's; 0: no timing phase).
+        quality: run the quality runs (False: the timing phase alone).
 
     Returns:
-        The report (the content of bench.json).
+        The report (the content of bench.json / bench.md / bench.png).
     """
     p = PROFILES[profile]
     cfg = next(iter(configs.values()))
@@ -290,8 +353,9 @@ def run_bench(
         },
         "rows": [],
     }
+    rounds = p["timing"]["rounds"] if rounds is None else rounds
     with tempfile.TemporaryDirectory(prefix=".bench-data-", dir=out) as tmp:
-        for noise in p["noises"]:
+        for noise in p["noises"] if quality else ():
             data = _write_data(noise, profile=p, seed=cfg.seed, folder=Path(tmp))
             for name in methods:
                 spec = {
@@ -310,8 +374,103 @@ def run_bench(
                 report["rows"].append(row)
                 _log_row(row)
             _finish(report, out, t0, plot=False)  # partial results survive a later failure
+        timed = [m for m in methods if m in TIMED]
+        if rounds > 0 and timed:
+            report["timing"] = run_timing(
+                profile,
+                configs,
+                methods=timed,
+                folder=Path(tmp),
+                device=device,
+                threads=threads,
+                rounds=rounds,
+                wait_idle=wait_idle,
+            )
     _finish(report, out, t0, plot=True)
     return report
+
+
+def run_timing(
+    profile: str,
+    configs: dict[str, RunConfig],
+    *,
+    methods: list[str],
+    folder: Path,
+    device: str,
+    threads: int,
+    rounds: int,
+    wait_idle: float = 0.0,
+) -> dict[str, Any]:
+    """The timing phase: ``rounds`` rounds of every method's step loop, interleaved.
+
+    Each (round, method) is a fresh process (:func:`jumpray.jobs._bench_worker.run_timing_spec`)
+    on the profile's first noise setting, the same data for every method. A failed run is kept as
+    a row with its ``error``; its round gives no ratio for that method.
+
+    Returns:
+        ``{"settings", "rows", "summary", "load_average"}``: the rows per (round, method),
+        :func:`~jumpray.jobs._bench_report.summarize_timing` of them, and the 1-minute load
+        average before and after the phase.
+    """
+    from jumpray.jobs._bench_worker import load_average, selecting_epoch
+
+    p = PROFILES[profile]
+    t = p["timing"]
+    cfg = configs[methods[0]]
+    noise = p["noises"][0]
+    data = _write_data(noise, profile=p, seed=cfg.seed, folder=folder)
+    load_before = load_average()
+    rows = []
+    for r in range(rounds):
+        for name in methods:
+            if wait_idle > 0:
+                _wait_for_idle(wait_idle)
+            spec = {
+                "phase": "timing",
+                "method": name,
+                "noise": noise,
+                "round": r,
+                "data": str(data),
+                "config": configs[name].model_dump(),
+                "device": device,
+                "steps": t["steps"],
+                "warmup_steps": t["warmup_steps"],
+            }
+            try:
+                row = run_worker(spec, threads=threads)
+            except BenchRunError as exc:
+                log.error("bench timing: %s", exc)
+                row = {"round": r, "method": name, "error": str(exc)}
+            rows.append(row)
+            if row.get("error") is None:
+                log.info(
+                    "bench timing: round %d/%d %s: %.0f samples/s, peak %.0f MB",
+                    r + 1,
+                    rounds,
+                    name,
+                    row["samples_per_s"],
+                    row["peak_memory_mb"],
+                )
+    first = next((row for row in rows if row.get("error") is None), {})
+    return {
+        "settings": {
+            "rounds": rounds,
+            "steps": t["steps"],
+            "warmup_steps": t["warmup_steps"],
+            "methods": methods,
+            "noise": noise,
+            "batch_size": cfg.train.batch_size,
+            "backbone": cfg.model.backbone,
+            "epoch": selecting_epoch(cfg),
+            "device": device,
+            "torch_threads": first.get("torch_threads", threads),
+            "amp": first.get("amp"),
+            "channels_last": first.get("channels_last"),
+        },
+        "rows": rows,
+        "summary": summarize_timing(rows),
+        "load_average": [load_before, load_average()],
+    }
 
 
 def _measure(
@@ -380,7 +539,8 @@ def _log_row(row: dict[str, Any]) -> None:
 
 def _finish(report: dict[str, Any], out: Path, t0: float, *, plot: bool) -> None:
     report["ratios"] = compute_ratios(report["rows"])
-    report["goals"] = check_goals(report["rows"], report["ratios"])
+    timing = report.get("timing", {}).get("summary")
+    report["goals"] = check_goals(report["rows"], report["ratios"], timing)
     report["total_wall_s"] = time.perf_counter() - t0
     write_text(out / "bench.json", json.dumps(report, indent=2))
     write_text(out / "bench.md", format_markdown(report))
@@ -395,6 +555,15 @@ def run(args: argparse.Namespace) -> int:
         args.profile, methods, config_path=args.config, overrides=args.overrides, threads=threads
     )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.rounds is not None and args.rounds < 0:
+        raise ConfigError(f"--rounds: 0 (no timing phase) or more, got {args.rounds}")
+    if args.timing_only and args.rounds == 0:
+        raise ConfigError("--timing-only with --rounds 0 runs nothing; give --rounds N >= 1")
+    if args.profile == "paper" and device == "cpu":
+        log.warning(
+            "bench: the paper profile trains PreAct-ResNet-18 on all 60,000 samples: hours to "
+            "days on CPU; it is meant for a GPU (--device cuda)"
+        )
     folds = args.folds or PROFILES[args.profile]["folds"]
     if folds < 2:
         raise ConfigError(f"--folds: cleanlab's cross-validation needs at least 2, got {folds}")
@@ -408,6 +577,8 @@ def run(args: argparse.Namespace) -> int:
         folds=folds,
         wait_idle=args.wait_idle,
         retries=args.retries,
+        rounds=args.rounds,
+        quality=not args.timing_only,
     )
     print(format_markdown(report))
     print(f"bench: {args.out / 'bench.json'}, {args.out / 'bench.md'}, {args.out / 'bench.png'}")

@@ -10,9 +10,17 @@ import torch
 
 from jumpray.errors import ConfigError
 from jumpray.jobs import bench
-from jumpray.jobs._bench_worker import KeptRecorder, PeakMemory, _detection_fields
+from jumpray.jobs._bench_worker import (
+    KeptRecorder,
+    PeakMemory,
+    StepClock,
+    _detection_fields,
+    _is_channels_last,
+    _open_gates,
+    selecting_epoch,
+)
 from jumpray.train.local import ArraySet
-from jumpray.train.methods import Batch, StepOutput
+from jumpray.train.methods import Batch, StepOutput, build_method
 
 
 class _FakeMethod:
@@ -112,3 +120,55 @@ def test_bad_method_names_and_a_missing_cleanlab_are_config_errors(monkeypatch):
 def test_fewer_than_two_epochs_is_refused():
     with pytest.raises(ConfigError, match="at least 2"):
         bench.bench_configs("tiny", ["ce"], overrides=["train.epochs=1"])
+
+
+def test_paper_profile_gives_every_method_one_backbone_batch_and_the_gpu_path():
+    cfgs = bench.bench_configs("paper", ["jumpteaching", "ce", "coteaching", "jocor"])
+    for cfg in cfgs.values():
+        assert cfg.model.backbone == "preact_resnet18" and cfg.train.batch_size == 128
+        assert cfg.train.amp == "bf16" and cfg.train.channels_last is True
+    # the profile's values sit below the user's overrides
+    mine = bench.bench_configs("paper", ["ce"], overrides=["model.backbone=cnn28"])["ce"]
+    assert mine.model.backbone == "cnn28" and mine.train.amp == "bf16"
+    assert all(p["timing"]["rounds"] >= 5 for n, p in bench.PROFILES.items() if n != "tiny")
+
+
+def test_timing_steps_run_where_every_method_selects_at_full_rate():
+    cfg = bench.bench_configs("quick", ["jumpteaching"])["jumpteaching"]
+    assert selecting_epoch(cfg) == 2
+    assert (
+        selecting_epoch(
+            cfg.model_copy(update={"method": cfg.method.model_copy(update={"num_gradual": 5})})
+        )
+        == 5
+    )
+
+
+def test_jump_teaching_gates_start_open_for_the_timing_steps():
+    cfg = bench.bench_configs("tiny", ["jumpteaching"])["jumpteaching"]
+    method = build_method(cfg, num_classes=10, num_samples=8, in_channels=1)
+    assert not method.flags.gate(torch.arange(8)).any()  # a fresh run: nothing flagged yet
+    _open_gates(method, cfg)
+    assert method.flags.gate(torch.arange(8)).all() and method.flags.interval == cfg.jump.interval
+    ce = build_method(
+        bench.bench_configs("tiny", ["ce"])["ce"], num_classes=10, num_samples=8, in_channels=1
+    )
+    _open_gates(ce, cfg)  # nothing to open: no error
+    assert not hasattr(ce, "flags")
+
+
+def test_channels_last_is_read_from_the_weights_layout():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 8, 3))
+    assert _is_channels_last(net) is False  # the first conv (1 channel) is both; the second tells
+    assert _is_channels_last(net.to(memory_format=torch.channels_last)) is True
+    assert _is_channels_last(torch.nn.Linear(3, 2)) is False
+
+
+def test_step_clock_keeps_each_steps_rate_and_their_median(monkeypatch):
+    ticks = iter([10.0, 10.5, 11.5, 11.75, 14.75])  # steps of 0.5, 1, 0.25, 3 s
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    clock = StepClock(torch.device("cpu"))
+    for n in (64, 64, 64, 96):
+        clock.on_batch(_batch(list(range(n))), StepOutput(0.0, torch.ones(n, dtype=torch.bool)))
+    assert clock.rates == pytest.approx([128.0, 64.0, 256.0, 32.0])
+    assert clock.median_samples_per_s() == pytest.approx(96.0)  # one slow step moves it little
