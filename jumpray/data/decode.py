@@ -160,7 +160,9 @@ def decode_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.filterwarnings("ignore", _TV_DEPRECATION, DeprecationWarning)
-            x = _decode_tensor(data, channels=channels, image_size=image_size, max_pixels=max_pixels)
+            x = _decode_tensor(
+                data, channels=channels, image_size=image_size, max_pixels=max_pixels
+            )
             if image_size:
                 x = _resize_center_crop(x, image_size)
     except _TooLarge as exc:
