@@ -95,7 +95,9 @@ def _decode_jpegs(images: Sequence[bytes], channels: int, device: torch.device) 
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     # bytearray: torch.frombuffer wants a writable buffer (it warns on bytes).
     tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in images]
-    return decode(tensors, mode=mode, device=device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _TV_DEPRECATION, DeprecationWarning)
+        return decode(tensors, mode=mode, device=device)
 
 
 def _resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -159,7 +161,6 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            warnings.filterwarnings("ignore", _TV_DEPRECATION, DeprecationWarning)
             x = _decode_tensor(
                 data, channels=channels, image_size=image_size, max_pixels=max_pixels
             )
@@ -199,6 +200,15 @@ def _decode_tensor(
     return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
+def _whole_jpeg(data: bytes) -> bool:
+    """Starts with the JPEG start marker and ends with its end marker (padding zeros allowed).
+
+    A truncated file fails the end test and goes to the CPU decoder, which raises on it; a device
+    decoder may fill the missing rows silently instead.
+    """
+    return data[:3] == b"\xff\xd8\xff" and data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+
+
 def decode_jpeg_batch(
     images: Sequence[bytes],
     *,
@@ -208,8 +218,9 @@ def decode_jpeg_batch(
 ) -> torch.Tensor:
     """Decode a batch of encoded images on ``device`` to uint8 (B, C, S, S), S = ``image_size``.
 
-    JPEGs go to ``torchvision.io.decode_jpeg`` on the device (nvJPEG on CUDA), in one call;
-    other formats, and a batch the device decoder refuses, are decoded one by one by
+    Whole JPEGs go to ``torchvision.io.decode_jpeg`` on the device (nvJPEG on CUDA), in one
+    call; other formats, truncated JPEGs, and a batch the device decoder refuses, are decoded one
+    by one by
     :func:`decode_image` on the CPU, so bad bytes raise the same :class:`DataError` with the same
     reason as the CPU path. Sizing is :func:`decode_image`'s (shorter side, centre crop), done on
     the device.
@@ -229,13 +240,13 @@ def decode_jpeg_batch(
     device = torch.device(device)
     out = torch.empty((len(images), channels, image_size, image_size), dtype=torch.uint8)
     out = out.to(device)
-    jpeg = [i for i, data in enumerate(images) if data[:3] == b"\xff\xd8\xff"]
+    jpeg = [i for i, data in enumerate(images) if _whole_jpeg(data)]
+    for i in jpeg:
+        image_header(images[i])  # PIL's decompression-bomb limit, before any device memory
     other = sorted(set(range(len(images))) - set(jpeg))
     if jpeg and _torch_jpeg_decoder() is not None:
         try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", _TV_DEPRECATION, DeprecationWarning)
-                decoded = _decode_jpegs([images[i] for i in jpeg], channels, device)
+            decoded = _decode_jpegs([images[i] for i in jpeg], channels, device)
         except RuntimeError:  # one bad image fails the whole call: find it on the CPU path
             other = list(range(len(images)))
         else:
