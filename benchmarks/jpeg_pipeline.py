@@ -6,9 +6,10 @@ weigh; a ``relpath label`` list file and an image folder), converts it with the 
 ``from-list`` converter, and measures in one run, on the same shards, cores and batch size:
 
 (a) ``ray``: ``read_shards`` at ``data.image_size=224`` (metadata scan + Ray Data read tasks that
-    decode and resize), then ``map_batches`` of the weak view of ``configs/clothing1m.yaml``'s
-    ``large`` recipe (reflect-pad 28, random 224 crop, flip) and the normalisation, iterated to
-    the end in the driver, Ray started with ``--cores`` CPUs;
+    decode and resize), iterated to the end in the driver as uint8 torch batches, each turned
+    into the weak view of ``configs/clothing1m.yaml``'s ``large`` recipe (reflect-pad 28, random
+    224 crop, flip) and normalised there, as the Ray Train worker does; Ray started with
+    ``--cores`` CPUs; ``ray_map_batches``: the same views made by ``map_batches`` tasks instead;
 (b) ``loader``: ``torch.utils.data.DataLoader`` with ``--cores`` workers over
     ``webdataset.WebDataset`` (shards split between the workers), PIL decode and the same
     transforms written with torchvision (Resize(224), CenterCrop(224), RandomCrop(224, padding 28,
@@ -153,21 +154,34 @@ def decoder_table(sets: dict[str, list[bytes]], repeats: int) -> dict[str, dict[
 # -- pipelines --------------------------------------------------------------------------------
 
 
-def _ray_pass(folder: Path, params: dict, batch_size: int, epoch: int) -> tuple[int, float, float]:
-    """(rows, seconds, of which the scan) for one full pass of the Ray Data pipeline."""
-    from jumpray.data.augment import augment_batch
+def _ray_pass(
+    folder: Path, params: dict, batch_size: int, epoch: int, *, where: str
+) -> tuple[int, float, float]:
+    """(rows, seconds, of which the scan) for one full pass of the Ray Data pipeline.
+
+    ``where="consumer"`` augments in the process that iterates, from uint8 batches, as the Ray
+    Train worker does (jumpray/train/rows.py, jumpray/train/epoch.py); ``where="map_batches"``
+    augments in Ray Data tasks and ships float32 views.
+    """
+    from jumpray.data.augment import augment_batch, make_augmenter
     from jumpray.data.shards import read_shards
 
     t0 = time.perf_counter()
     source = read_shards(folder, on_error="raise", image_size=CROP, channels=3)
     scan_s = time.perf_counter() - t0
+    rows = 0
+    if where == "consumer":
+        augmenter = make_augmenter(**params)
+        generator = torch.Generator().manual_seed(epoch)
+        for batch in source.dataset.iter_torch_batches(batch_size=batch_size, device="cpu"):
+            rows += len(augmenter.weak(batch["image"], generator))
+        return rows, time.perf_counter() - t0, scan_s
     ds = source.dataset.map_batches(
         augment_batch,
         batch_size=batch_size,
         batch_format="numpy",
         fn_kwargs={"augmenter": params, "seed": 0, "epoch": epoch, "views": "weak"},
     )
-    rows = 0
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
         rows += len(batch["idx"])
     return rows, time.perf_counter() - t0, scan_s
@@ -295,25 +309,26 @@ def main(argv: list[str] | None = None) -> int:
                 for_tests=True,
             )
             ray_start_s = time.perf_counter() - t0
-            passes: dict[str, list[float]] = {"ray": [], "loader": [], "loader_rrc": []}
-            scans: list[float] = []
+            modes = ["ray", "ray_map_batches", "loader", "loader_rrc"]
+            passes: dict[str, list[float]] = {mode: [] for mode in modes}
+            scans: dict[str, list[float]] = {"ray": [], "ray_map_batches": []}
             for rep in range(args.repeats + 1):  # rep 0 warms up and is not counted
-                rows, seconds, scan = _ray_pass(folder, params, args.batch_size, epoch=rep)
-                assert rows == args.images, f"ray pass gave {rows} rows"
-                if rep:
-                    passes["ray"].append(seconds)
-                    scans.append(scan)
-                for recipe in ("loader", "loader_rrc"):
-                    rows, seconds = _loader_pass(
-                        folder,
-                        "rrc" if recipe == "loader_rrc" else "same",
-                        args.batch_size,
-                        args.cores,
-                        epoch=rep,
-                    )
-                    assert rows == args.images, f"{recipe} pass gave {rows} rows"
+                for mode in modes:
+                    if mode.startswith("ray"):
+                        where = "consumer" if mode == "ray" else "map_batches"
+                        rows, seconds, scan = _ray_pass(
+                            folder, params, args.batch_size, epoch=rep, where=where
+                        )
+                        if rep:
+                            scans[mode].append(scan)
+                    else:
+                        recipe = "rrc" if mode == "loader_rrc" else "same"
+                        rows, seconds = _loader_pass(
+                            folder, recipe, args.batch_size, args.cores, epoch=rep
+                        )
+                    assert rows == args.images, f"{mode} pass gave {rows} rows"
                     if rep:
-                        passes[recipe].append(seconds)
+                        passes[mode].append(seconds)
             import ray
 
             ray.shutdown()
@@ -337,17 +352,24 @@ def main(argv: list[str] | None = None) -> int:
             name: {k: _spread(v) for k, v in table.items()} for name, table in decoders.items()
         },
         "pass_s": {k: [round(s, 3) for s in v] for k, v in passes.items()},
-        "ray_scan_s": [round(s, 3) for s in scans],
-        "ray_samples_per_s_per_core_excluding_scan": round(
-            args.images
-            / statistics.median([a - b for a, b in zip(passes["ray"], scans, strict=True)])
-            / args.cores,
-            1,
-        ),
+        "ray_scan_s": {k: [round(s, 3) for s in v] for k, v in scans.items()},
+        "ray_samples_per_s_per_core_excluding_scan": {
+            k: round(
+                args.images
+                / statistics.median([a - b for a, b in zip(passes[k], v, strict=True)])
+                / args.cores,
+                1,
+            )
+            for k, v in scans.items()
+        },
         "samples_per_s_per_core": {k: _spread(v, 1) for k, v in per_core.items()},
         "ms_per_sample_core": {k: round(1e3 / v, 3) for k, v in median.items()},
-        "ratio_ray_over_loader": round(median["ray"] / median["loader"], 3),
-        "ratio_ray_over_loader_rrc": round(median["ray"] / median["loader_rrc"], 3),
+        "ratios_over_loader": {
+            k: round(median[k] / median["loader"], 3) for k in ("ray", "ray_map_batches")
+        },
+        "ratios_over_loader_rrc": {
+            k: round(median[k] / median["loader_rrc"], 3) for k in ("ray", "ray_map_batches")
+        },
     }
     _print_table(result)
     if args.out:
@@ -369,7 +391,7 @@ def _print_table(r: dict) -> None:
     print("\npipeline samples/s per core: median (min-max), ms per sample-core")
     for key, s in r["samples_per_s_per_core"].items():
         ms = r["ms_per_sample_core"][key]
-        print(f"  {key:11s} {s['median']:7.1f} ({s['min']:.1f}-{s['max']:.1f})  {ms:.2f} ms")
+        print(f"  {key:15s} {s['median']:7.1f} ({s['min']:.1f}-{s['max']:.1f})  {ms:.2f} ms")
     print(
         f"\nray / loader {r['ratio_ray_over_loader']}, ray / loader_rrc {r['ratio_ray_over_loader_rrc']}"
     )
