@@ -2,12 +2,11 @@
 
 Only image bytes go through here, and only through PIL's and libjpeg-turbo's image decoders (no
 pickle, no eval). Sizing follows the official recipe, docs/method.md (resize the shorter side, then
-crop to a square). The JPEG decoder was chosen by measurement (benchmarks/jpeg_pipeline.py, docs/
-architecture.md, 'JPEG decoding'): an RGB, gray or CMYK JPEG is decoded by
-``torchvision.io.decode_jpeg`` unless a reduced DCT scale (PIL's ``draft``) still gives at least the
-target size, which makes decoding big web images several times faster; everything is resized with
-torchvision's uint8 antialiased bilinear kernel. :func:`decode_jpeg_batch` decodes a batch on a
-GPU (nvJPEG) with the same sizing.
+crop to a square). The JPEG decoder was chosen by measurement, docs/architecture.md,
+'JPEG decoding': an RGB, gray or CMYK JPEG is decoded by ``torchvision.io.decode_jpeg`` unless a
+reduced DCT scale (PIL's ``draft``) still gives at least the target size, which makes decoding big
+web images several times faster; everything is resized with torchvision's uint8 antialiased
+bilinear kernel. :func:`decode_jpeg_batch` decodes a batch on a GPU (nvJPEG), sized the same way.
 """
 
 from __future__ import annotations
