@@ -165,6 +165,7 @@ def _ray_pass(
     """
     from jumpray.data.augment import augment_batch, make_augmenter
     from jumpray.data.shards import read_shards
+    from jumpray.train.rows import TRAIN_COLUMNS
 
     t0 = time.perf_counter()
     source = read_shards(folder, on_error="raise", image_size=CROP, channels=3)
@@ -173,7 +174,8 @@ def _ray_pass(
     if where == "consumer":
         augmenter = make_augmenter(**params)
         generator = torch.Generator().manual_seed(epoch)
-        for batch in source.dataset.iter_torch_batches(batch_size=batch_size, device="cpu"):
+        ds = source.dataset.select_columns(TRAIN_COLUMNS)  # as jumpray/train/launch.py
+        for batch in ds.iter_torch_batches(batch_size=batch_size, device="cpu"):
             rows += len(augmenter.weak(batch["image"], generator))
         return rows, time.perf_counter() - t0, scan_s
     ds = source.dataset.map_batches(
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         kb = {k: round(float(np.mean([len(d) for d in v])) / 1024, 1) for k, v in sets.items()}
         decoders = decoder_table(sets, args.repeats)
+        print(json.dumps(decoders), flush=True)  # early, in case a Ray pass fails
 
         with ray_lock(args.lock):
             t0 = time.perf_counter()
