@@ -374,19 +374,16 @@ def main(argv: list[str] | None = None) -> int:
             k: round(median[k] / median["loader_rrc"], 3) for k in ("ray", "ray_map_batches")
         },
     }
-    _print_table(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
+    _print_table(result)
     return 0
 
 
 def _print_table(r: dict) -> None:
-    print(
-        f"{r['date_utc']} UTC, {r['cpu']} ({r['cpu_count']} CPUs), load {r['load_average_1min_start_end']}"
-    )
-    print(
-        f"{r['images']} JPEGs ({r['jpeg_kb_mean']} KB mean), {r['shards']} shards, {r['cores']} cores"
-    )
+    load = r["load_average_1min_start_end"]
+    print(f"{r['date_utc']} UTC, {r['cpu']} ({r['cpu_count']} CPUs), 1-min load {load}")
+    print(f"{r['images']} JPEGs ({r['jpeg_kb_mean']} KB), {r['shards']} shards, {r['cores']} cores")
     print("\ndecode to 224x224 uint8, ms/image, one thread: median (min-max)")
     for name, table in r["decode_ms_per_image"].items():
         for key, s in table.items():
@@ -395,9 +392,9 @@ def _print_table(r: dict) -> None:
     for key, s in r["samples_per_s_per_core"].items():
         ms = r["ms_per_sample_core"][key]
         print(f"  {key:15s} {s['median']:7.1f} ({s['min']:.1f}-{s['max']:.1f})  {ms:.2f} ms")
-    print(
-        f"\nray / loader {r['ratio_ray_over_loader']}, ray / loader_rrc {r['ratio_ray_over_loader_rrc']}"
-    )
+    print(f"  Ray excluding the scan: {r['ray_samples_per_s_per_core_excluding_scan']}")
+    print(f"\nover loader: {r['ratios_over_loader']}")
+    print(f"over loader_rrc: {r['ratios_over_loader_rrc']}")
 
 
 if __name__ == "__main__":
