@@ -102,8 +102,8 @@ def _decode_jpegs(images: Sequence[bytes], channels: int, device: torch.device) 
 def _resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """Resize uint8 (C, H, W) so the shorter side is ``size``, then centre-crop a square.
 
-    torchvision's antialiased bilinear resize has a uint8 kernel on CPU (about 3x faster than
-    PIL's ``resize`` here, benchmarks/jpeg_pipeline.py) and runs on any device.
+    torchvision's antialiased bilinear resize has a uint8 kernel on CPU (several times faster
+    than PIL's ``resize``, benchmarks/README.md, 'JPEG pipeline') and runs on any device.
     """
     from torchvision.transforms.v2.functional import center_crop, resize
 
