@@ -284,6 +284,17 @@ class Augmenter:
         strong = self.photometric(self._to_unit(self.crop_flip(x, generator)), generator)
         return self.normalize(weak), self.normalize(strong)
 
+    def weak(self, images, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The normalised float32 (B, C, S, S) weak view alone (crop and flip, no photometric op).
+
+        The same crop and flip as the first view of :meth:`train` under a generator in the same
+        state.
+        """
+        x = self.crop_flip(self._prepare(images), generator)
+        if x.dtype == torch.uint8 and x.shape[1] == self.channels:
+            return self.normalize(x.float(), scale=1.0 / 255.0)  # skips a pass over the batch
+        return self.normalize(self._to_unit(x))
+
     def test(self, images) -> torch.Tensor:
         """The normalised float32 (B, C, S, S) test view (centre crop)."""
         x = self._center(self._prepare(images))
@@ -390,7 +401,8 @@ def augment_batch(
         augmenter: keyword arguments of :func:`make_augmenter` (plain data, so Ray can ship it).
         seed, epoch: the generator is seeded from (seed, epoch, the batch's first idx), so a
             batch's views are reproducible and differ between epochs.
-        views: ``train`` adds ``weak`` and ``strong``; ``test`` adds ``view``.
+        views: ``train`` adds ``weak`` and ``strong``; ``weak`` adds ``weak`` alone (a one-view
+            loader, as the JPEG benchmark measures); ``test`` adds ``view``.
         keep_image: keep the uint8 ``image`` column (dropped by default to move less data).
 
     Returns:
@@ -408,6 +420,9 @@ def augment_batch(
     generator = torch.Generator().manual_seed(
         int(np.random.SeedSequence([seed, epoch, first]).generate_state(1)[0])
     )
+    if views == "weak":
+        out["weak"] = aug.weak(images, generator).numpy()
+        return out
     weak, strong = aug.train(images, generator)
     out["weak"], out["strong"] = weak.numpy(), strong.numpy()
     return out

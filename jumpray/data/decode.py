@@ -1,25 +1,31 @@
 """Image decoding to uint8 (C, H, W) arrays, pixel statistics and the normalisation choice.
 
-Only image bytes go through here, and only through PIL's image decoders (no pickle, no eval).
-Sizing follows the official recipe, docs/method.md (resize the shorter side, then crop to a
-square); JPEGs are decoded at a reduced DCT scale when that is still at least the target size,
-which makes decoding big web images several times faster without visible loss.
+Only image bytes go through here, and only through PIL's and libjpeg-turbo's image decoders (no
+pickle, no eval). Sizing follows the official recipe, docs/method.md (resize the shorter side, then
+crop to a square). The JPEG decoder was chosen by measurement, docs/architecture.md,
+'JPEG decoding': an RGB, gray or CMYK JPEG is decoded by ``torchvision.io.decode_jpeg`` unless a
+reduced DCT scale (PIL's ``draft``) still gives at least the target size, which makes decoding big
+web images several times faster; everything is resized with torchvision's uint8 antialiased
+bilinear kernel. :func:`decode_jpeg_batch` decodes a batch on a GPU (nvJPEG), sized the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from jumpray.errors import ConfigError, DataError
 
 __all__ = [
     "decode_image",
+    "decode_jpeg_batch",
     "image_header",
     "inspect_image",
     "encode_png",
@@ -51,15 +57,62 @@ def _to_channels(im: Image.Image, channels: int) -> Image.Image:
     return im.convert(target)
 
 
-def _resize_center_crop(im: Image.Image, size: int) -> Image.Image:
-    w, h = im.size
-    if (w, h) == (size, size):
-        return im
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return im.crop((left, top, left + size, top + size))
+# JPEG modes libjpeg-turbo (torchvision) converts exactly as PIL does; others stay with PIL.
+_TORCH_JPEG_MODES = ("RGB", "L", "CMYK")
+_TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
+
+
+@functools.cache
+def _torch_jpeg_decoder() -> Callable | None:
+    """``torchvision.io.decode_jpeg``, or None where this torchvision no longer has it.
+
+    torchvision 0.29 deprecates its decoders (in favour of torchcodec); when they go, PIL decodes.
+    """
+    try:
+        from torchvision.io import decode_jpeg
+    except ImportError:
+        return None
+    return decode_jpeg
+
+
+def _draft_reduces(size: tuple[int, int], image_size: int | None) -> bool:
+    """Whether PIL's ``draft`` would decode a JPEG of ``size`` (W, H) at a reduced DCT scale.
+
+    ``draft`` picks the largest of 1/2, 1/4, 1/8 that keeps both sides >= ``image_size``, as
+    ``min(W // S, H // S)`` decides; the decoded image is therefore never smaller than the crop.
+    """
+    return bool(image_size) and min(size[0] // image_size, size[1] // image_size) >= 2
+
+
+def _decode_jpegs(images: Sequence[bytes], channels: int, device: torch.device) -> list:
+    """[uint8 (C, H_i, W_i)] of JPEG bytes, one ``decode_jpeg`` call: libjpeg-turbo on the CPU,
+    nvJPEG on CUDA. Raises RuntimeError on bad bytes (one bad image fails the call)."""
+    from torchvision.io import ImageReadMode
+
+    decode = _torch_jpeg_decoder()
+    assert decode is not None  # callers check first
+    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+    # bytearray: torch.frombuffer wants a writable buffer (it warns on bytes).
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in images]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _TV_DEPRECATION, DeprecationWarning)
+        return decode(tensors, mode=mode, device=device)
+
+
+def _resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize uint8 (C, H, W) so the shorter side is ``size``, then centre-crop a square.
+
+    torchvision's antialiased bilinear resize has a uint8 kernel on CPU (several times faster
+    than PIL's ``resize``, benchmarks/README.md, 'JPEG pipeline') and runs on any device.
+    """
+    from torchvision.transforms.v2.functional import center_crop, resize
+
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    return center_crop(resize(x, [new_h, new_w], antialias=True), [size, size])
 
 
 class _TooLarge(Exception):
@@ -67,8 +120,10 @@ class _TooLarge(Exception):
 
 
 def _undecodable(exc: Exception) -> str:
-    # PIL quotes the in-memory file object's address; drop it so reasons are stable.
+    # PIL quotes the in-memory file object's address, torchvision its C++ source file and line;
+    # drop both so reasons are stable.
     text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
+    text = re.sub(r"^decode_jpeg, \S+:\d+, ", "", text)
     return f"image does not decode ({type(exc).__name__}: {text})"
 
 
@@ -105,23 +160,103 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = _open(data)
-            target = channels or _channels_of(im.mode)
-            if image_size and im.format == "JPEG":
-                im.draft("L" if target == 1 else "RGB", (image_size, image_size))
-            if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
-                raise _TooLarge(f"{im.size[0]}x{im.size[1]} is over {max_pixels} pixels")
-            im = _to_channels(im, target)
+            x = _decode_tensor(
+                data, channels=channels, image_size=image_size, max_pixels=max_pixels
+            )
             if image_size:
-                im = _resize_center_crop(im, image_size)
-            arr = np.asarray(im, dtype=np.uint8)
+                x = _resize_center_crop(x, image_size)
     except _TooLarge as exc:
         raise DataError(f"image too large to decode here ({exc})") from None
     except Exception as exc:  # PIL signals bad data with many types (OSError, SyntaxError, ...)
         raise DataError(_undecodable(exc)) from None
-    if arr.ndim == 2:
-        return np.ascontiguousarray(arr[None])
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return np.ascontiguousarray(x.numpy())
+
+
+def _decode_tensor(
+    data: bytes, *, channels: int | None, image_size: int | None, max_pixels: int | None
+) -> torch.Tensor:
+    """uint8 (C, H, W) at the decoded size: at least ``image_size`` on each side (or as stored).
+
+    Raises:
+        _TooLarge: over ``max_pixels`` after the reduced JPEG decode.
+        Exception: whatever the decoder raises on bad bytes.
+    """
+    im = _open(data)
+    target = channels or _channels_of(im.mode)
+    use_torch = (
+        im.format == "JPEG"
+        and im.mode in _TORCH_JPEG_MODES
+        and not _draft_reduces(im.size, image_size)
+        and _torch_jpeg_decoder() is not None
+    )
+    if image_size and im.format == "JPEG" and not use_torch:
+        im.draft("L" if target == 1 else "RGB", (image_size, image_size))
+    if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
+        raise _TooLarge(f"{im.size[0]}x{im.size[1]} is over {max_pixels} pixels")
+    if use_torch:
+        return _decode_jpegs([data], target, torch.device("cpu"))[0]
+    arr = np.array(_to_channels(im, target), dtype=np.uint8)  # a writable copy, for torch
+    return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+
+
+def _whole_jpeg(data: bytes) -> bool:
+    """Starts with the JPEG start marker and ends with its end marker (padding zeros allowed).
+
+    A truncated file fails the end test and goes to the CPU decoder, which raises on it; a device
+    decoder may fill the missing rows silently instead.
+    """
+    return data[:3] == b"\xff\xd8\xff" and data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+
+
+def decode_jpeg_batch(
+    images: Sequence[bytes],
+    *,
+    image_size: int,
+    channels: int = 3,
+    device: str | torch.device = "cuda",
+) -> torch.Tensor:
+    """Decode a batch of encoded images on ``device`` to uint8 (B, C, S, S), S = ``image_size``.
+
+    Whole JPEGs go to ``torchvision.io.decode_jpeg`` on the device (nvJPEG on CUDA), in one
+    call; other formats, truncated JPEGs, and a batch the device decoder refuses, are decoded one
+    by one by
+    :func:`decode_image` on the CPU, so bad bytes raise the same :class:`DataError` with the same
+    reason as the CPU path. Sizing is :func:`decode_image`'s (shorter side, centre crop), done on
+    the device.
+
+    Args:
+        images: B encoded images.
+        image_size: S.
+        channels: C, 1 or 3.
+        device: where to decode and resize (``"cuda"``, ``"cuda:1"``, or ``"cpu"``).
+
+    Returns:
+        uint8 (B, C, S, S) on ``device``.
+
+    Raises:
+        DataError: an image does not decode (the reason of :func:`decode_image`).
+    """
+    device = torch.device(device)
+    out = torch.empty((len(images), channels, image_size, image_size), dtype=torch.uint8)
+    out = out.to(device)
+    jpeg = [i for i, data in enumerate(images) if _whole_jpeg(data)]
+    for i in jpeg:
+        image_header(images[i])  # PIL's decompression-bomb limit, before any device memory
+    other = sorted(set(range(len(images))) - set(jpeg))
+    if jpeg and _torch_jpeg_decoder() is not None:
+        try:
+            decoded = _decode_jpegs([images[i] for i in jpeg], channels, device)
+        except RuntimeError:  # one bad image fails the whole call: find it on the CPU path
+            other = list(range(len(images)))
+        else:
+            for i, x in zip(jpeg, decoded, strict=True):
+                out[i] = _resize_center_crop(x, image_size)
+    else:
+        other = list(range(len(images)))
+    for i in other:
+        pixels = decode_image(images[i], channels=channels, image_size=image_size)
+        out[i] = torch.from_numpy(pixels).to(device)
+    return out
 
 
 def image_header(data: bytes) -> tuple[int, int, int]:

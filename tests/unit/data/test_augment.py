@@ -120,6 +120,10 @@ def test_augment_batch_numpy_wrapper_is_seeded_by_epoch_and_idx():
     assert not np.array_equal(a["strong"], c["strong"])
     t = augment_batch(dict(batch), augmenter=params, views="test", keep_image=True)
     np.testing.assert_allclose(t["view"], batch["image"] / 127.5 - 1.0, atol=1e-6)
+    # views="weak": the weak view alone, the same crop and flip as train's under the same seed.
+    w = augment_batch(dict(batch), augmenter=params, seed=1, epoch=0, views="weak")
+    assert "strong" not in w
+    np.testing.assert_allclose(w["weak"], a["weak"], atol=1e-6)
 
 
 def test_unknown_recipe_lists_the_valid_ones():

@@ -6,11 +6,15 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from jumpray.data.decode import (
     PixelStats,
+    _decode_tensor,
+    _draft_reduces,
     decode_image,
+    decode_jpeg_batch,
     encode_png,
     inspect_image,
     resolve_normalization,
@@ -61,6 +65,67 @@ def test_garbage_raises_a_stable_data_error():
         inspect_image(jpeg_bytes(np.zeros((8, 8), np.uint8))[:40])
     fmt, c, h, w, thumb = inspect_image(jpeg_bytes(np.zeros((40, 30, 3), np.uint8)), thumb_size=8)
     assert (fmt, c, h, w, thumb.shape) == ("JPEG", 3, 40, 30, (3, 8, 8))
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """uint8 (h, w, 3): a smooth colour field, so JPEG and resizing errors stay small."""
+    cells = np.random.default_rng(seed).integers(0, 256, (4, 5, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(cells).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def test_jpeg_decoder_choice_draft_only_where_it_reduces_and_never_below_the_crop():
+    assert not _draft_reduces((447, 600), 224) and _draft_reduces((448, 600), 224)
+    assert not _draft_reduces((900, 900), None)
+    # Draft path (a 1/2 or 1/4 DCT scale): the decoded image is reduced but still covers the crop.
+    for w, h in [(700, 460), (1000, 2000), (449, 449)]:
+        x = _decode_tensor(jpeg_bytes(_photo(h, w)), channels=3, image_size=224, max_pixels=None)
+        assert min(x.shape[1:]) >= 224 and x.shape[1] < h and x.shape[2] < w
+    # torchvision path (no reduction possible): the stored size.
+    x = _decode_tensor(jpeg_bytes(_photo(260, 300)), channels=3, image_size=224, max_pixels=None)
+    assert tuple(x.shape) == (3, 260, 300)
+
+
+def test_jpeg_paths_agree_with_pil_and_keep_gray_and_cmyk():
+    rgb = _photo(260, 300)
+    data = jpeg_bytes(rgb)
+    exact = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1)
+    np.testing.assert_array_equal(decode_image(data), exact)  # libjpeg-turbo == PIL's decode
+    out = decode_image(data, image_size=224)
+    ref = np.asarray(Image.fromarray(exact.transpose(1, 2, 0)).resize((258, 224))).astype(int)
+    ref = ref[:, 17:241].transpose(2, 0, 1)
+    assert out.shape == (3, 224, 224) and np.abs(out.astype(int) - ref).mean() < 2.0
+    gray = jpeg_bytes(rgb[..., 0])
+    assert decode_image(gray, image_size=224).shape == (1, 224, 224)
+    planes = decode_image(gray, channels=3)
+    assert planes.shape == (3, 260, 300) and (planes[0] == planes[2]).all()
+    cmyk = _encode(Image.fromarray(rgb).convert("CMYK"), "JPEG")
+    want = np.asarray(Image.open(io.BytesIO(cmyk)).convert("RGB")).transpose(2, 0, 1)
+    np.testing.assert_array_equal(decode_image(cmyk), want)
+    big = decode_image(jpeg_bytes(_photo(700, 900)), image_size=224)  # the draft path
+    assert big.shape == (3, 224, 224)
+
+
+def test_corrupt_jpeg_gives_a_stable_data_error_on_both_paths():
+    for size, image_size in [((260, 300), 224), ((700, 900), 224)]:  # torchvision, then draft
+        data = jpeg_bytes(_photo(*size))
+        with pytest.raises(DataError) as err:
+            decode_image(data[: len(data) // 2], image_size=image_size)
+        reason = err.value.reason
+        assert reason.startswith("image does not decode (") and "truncated" in reason
+        assert ".cpp" not in reason and "0x" not in reason
+
+
+def test_decode_jpeg_batch_on_cpu_matches_decode_image_and_takes_png():
+    images = [jpeg_bytes(_photo(260, 300, seed=1)), encode_png(_photo(230, 240, seed=2))]
+    images.append(jpeg_bytes(_photo(240, 280, seed=3)[..., 1]))  # a gray JPEG, as RGB
+    out = decode_jpeg_batch(images, image_size=224, channels=3, device="cpu")
+    assert out.shape == (3, 3, 224, 224) and out.dtype == torch.uint8
+    for i, data in enumerate(images):
+        np.testing.assert_array_equal(
+            out[i].numpy(), decode_image(data, channels=3, image_size=224)
+        )
+    with pytest.raises(DataError, match="image does not decode"):
+        decode_jpeg_batch([images[0], images[0][:300]], image_size=224, device="cpu")
 
 
 def test_pixel_stats_and_normalisation_choice():
