@@ -158,6 +158,8 @@ def init_ray(
         if temp_dir:
             kwargs["_temp_dir"] = temp_dir
         ray.init(**kwargs)
+        if api_server:
+            log.info("local Ray dashboard: %s", api_server)
     return ray.cluster_resources()
 
 
