@@ -9,7 +9,9 @@ renamed, so a crash never leaves a half checkpoint (docs/architecture.md, 'Data 
 
 from __future__ import annotations
 
+import os
 import pickle
+import posixpath
 import random
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jumpray.errors import DataError
+from jumpray.errors import DataError, UsageError
 from jumpray.files import atomic_path, write_json
 
 __all__ = [
@@ -27,10 +29,47 @@ __all__ = [
     "rng_state",
     "restore_rng_state",
     "STATE_FILE",
+    "require_inside",
 ]
 
 FORMAT = "jumpray-checkpoint/1"
 STATE_FILE = "state.pt"
+
+
+def _canonical(path: str | Path) -> str:
+    """A path in one comparable form: a local path resolved (links and ``..`` followed), a URI
+    or a filesystem path of an object store (``s3://bucket/key``, ``bucket/key``) normalised
+    without its scheme (Ray Train names a stored checkpoint without it)."""
+    text = os.fspath(path)
+    if "://" in text:
+        return posixpath.normpath(text.split("://", 1)[1])
+    if os.path.isabs(text):
+        return os.path.realpath(text)
+    return posixpath.normpath(text)
+
+
+def require_inside(path: str | Path, root: str | Path, *, what: str) -> None:
+    """Refuse to read ``path`` unless it lies inside the configured storage ``root``.
+
+    Restoring a sweep unpickles Tune's state, and resuming a run loads whatever checkpoint the
+    run's records name: both must come from the storage the run was configured with, not from a
+    link, a ``..`` or an edited record that points elsewhere.
+
+    Args:
+        path: what is about to be read (a local path, a URI, or an object-store path).
+        root: the configured storage (``--out``, ``scaling.storage_path``, ...).
+        what: how the error names ``path`` (``"--resume: Tune's state"``).
+
+    Raises:
+        UsageError: ``path`` is outside ``root``; the message names both.
+    """
+    inner, outer = _canonical(path), _canonical(root)
+    if inner != outer and not inner.startswith(outer.rstrip("/") + "/"):
+        raise UsageError(
+            f"{what} {path} is outside the configured storage {root} (it resolves to {inner}); "
+            "jumpray only reads run state from there. Remove the link or the edited record, or "
+            "start a new run"
+        )
 
 
 def rng_state() -> dict[str, Any]:

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jumpray.errors import ConfigError
 
@@ -130,6 +137,26 @@ class ModelConfig(_Strict):
         return self
 
 
+# Where each kind of address takes its credentials from instead (never the config: it is logged,
+# saved in OUT and recorded as MLflow params).
+_CREDENTIALS_FROM = {
+    "uri": "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN",
+    "storage_path": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the machine's role)",
+    "address": "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH with RAY_AUTH_MODE=token",
+}
+
+
+def _no_credentials(value: str | None, key: str) -> str | None:
+    """``value`` unless it is a URI with a user name or password in it (``scheme://user:pw@``).
+    The message does not repeat the value."""
+    if value and "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+        raise ValueError(
+            f"holds credentials (user:password@); remove them and set {_CREDENTIALS_FROM[key]} "
+            "in the environment"
+        )
+    return value
+
+
 class TrainConfig(_Strict):
     """Optimisation, tuned for the small CPU demo (official: docs/method.md, 'Settings')."""
 
@@ -228,6 +255,11 @@ class ScalingConfig(_Strict):
     storage_path: str | None = Field(
         None, description="Ray Train storage; null = <out>/ray_results"
     )
+
+    @field_validator("address", "storage_path")
+    @classmethod
+    def _refuse_credentials(cls, value: str | None, info: Any) -> str | None:
+        return _no_credentials(value, info.field_name)
 
 
 class SnapshotConfig(_Strict):
@@ -381,6 +413,11 @@ class TrackingConfig(_Strict):
     experiment: str = "jumpray"
     run_name: str | None = None
     strict: bool = False
+
+    @field_validator("uri")
+    @classmethod
+    def _refuse_credentials(cls, value: str | None, info: Any) -> str | None:
+        return _no_credentials(value, info.field_name)
 
 
 class RunConfig(_Strict):

@@ -3,17 +3,30 @@
 The rules are the Ray notes of docs/architecture.md: quiet environment variables set before Ray
 starts, ``ray.init()`` with no resource arguments when joining a cluster (``RAY_ADDRESS`` or
 ``--address``), and on a local machine the dashboard on (Train V2 cleanup needs the State API)
-with a bounded object store.
+on loopback with a bounded object store. Every Ray process of the run gets :func:`job_env_vars`
+through the job's runtime env, so Ray's State API calls (Train's placement-group cleaner) reach
+this Ray even when another Ray instance runs on the machine (docs/architecture.md,
+'Ray notes: placement group cleanup').
 """
 
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Mapping
 from typing import Any
 
 from jumpray.log import get_logger
 
-__all__ = ["init_ray", "QUIET_RAY_ENV", "torch_threads", "node_cpus", "materialize_in_order"]
+__all__ = [
+    "init_ray",
+    "job_env_vars",
+    "API_SERVER_ENV",
+    "QUIET_RAY_ENV",
+    "torch_threads",
+    "node_cpus",
+    "materialize_in_order",
+]
 
 log = get_logger(__name__)
 
@@ -26,6 +39,55 @@ QUIET_RAY_ENV = {
     "RAY_TRAIN_V2_ENABLED": "1",
 }
 
+# Where Ray's State API looks first for the dashboard to ask (then RAY_ADDRESS, then a search of
+# the machine that fails when it finds two Ray instances).
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+# The local dashboard listens here only (docs/architecture.md, 'Ray notes: loopback').
+LOCAL_HOST = "127.0.0.1"
+
+
+def job_env_vars(*, api_server: str | None) -> dict[str, str]:
+    """The environment variables every Ray process of a jumpray run gets (``runtime_env``).
+
+    One place for them: whatever a worker, the Train controller or its placement-group cleaner
+    must find in its environment is added here. A variable already in this process's
+    environment is left out: it is the user's (or the submitted job's runtime env, which Ray
+    refuses to see set twice) and reaches the workers that way.
+
+    Args:
+        api_server: the State API address of the Ray this run uses: the local dashboard's
+            ``http://127.0.0.1:PORT``, or a cluster's GCS address ``host:port``; None = none known.
+
+    Returns:
+        ``{name: value}``, possibly empty.
+    """
+    wanted = {API_SERVER_ENV: api_server}
+    return {k: v for k, v in wanted.items() if v and k not in os.environ}
+
+
+def _with_env_vars(runtime_env: Mapping[str, Any] | None, env_vars: Mapping[str, str]) -> dict:
+    """``runtime_env`` plus ``env_vars``; a variable the given runtime env sets keeps its value."""
+    merged = dict(runtime_env or {})
+    merged["env_vars"] = {**env_vars, **dict(merged.get("env_vars") or {})}
+    if not merged["env_vars"]:
+        del merged["env_vars"]
+    return merged
+
+
+def _free_port(host: str = LOCAL_HOST) -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _gcs_address(address: str) -> str | None:
+    """``address`` when it names a cluster's GCS (``host:port``); None for ``auto``, ``local``
+    and Ray Client (``ray://``) addresses, which say nothing about which instance they mean."""
+    if "://" in address or address in ("auto", "local") or ":" not in address:
+        return None
+    return address
+
 
 def init_ray(
     *,
@@ -35,8 +97,12 @@ def init_ray(
     temp_dir: str | None = None,
     for_tests: bool = False,
     include_dashboard: bool = True,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Start a local Ray or join a cluster; a no-op when Ray is already up.
+
+    A Ray the caller started keeps its own runtime env: to be safe from a second Ray instance on
+    the same machine, start it with this function (or see docs/api.md, 'Ray').
 
     Args:
         address: a cluster address; None uses ``RAY_ADDRESS`` when set, else starts a local Ray.
@@ -44,7 +110,9 @@ def init_ray(
         object_store_memory: local Ray only, bytes (the default would take 30 % of RAM).
         temp_dir: local Ray only: where session folders and logs go.
         for_tests: disables token auth (local throwaway cluster) and log forwarding.
-        include_dashboard: local Ray only; Train V2 needs it to clean up stopped trials.
+        include_dashboard: local Ray only; Train V2 needs it to clean up stopped trials. It
+            listens on 127.0.0.1 only, on a free port.
+        runtime_env: the job's runtime env; :func:`job_env_vars` are added to its ``env_vars``.
 
     Returns:
         ``ray.cluster_resources()`` of the cluster joined.
@@ -61,10 +129,18 @@ def init_ray(
     if address:
         # Joining a cluster: resources are the cluster's (docs/architecture.md,
         # 'Ray notes: joining a cluster').
-        ray.init(address=address, log_to_driver=not for_tests)
+        env = job_env_vars(api_server=_gcs_address(address))
+        ray.init(
+            address=address,
+            log_to_driver=not for_tests,
+            runtime_env=_with_env_vars(runtime_env, env) or None,
+        )
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
     else:
         kwargs: dict[str, Any] = {
+            # A new instance of our own: with no address ray.init() would join the last
+            # `ray start` cluster on the machine (someone else's, or a dead one).
+            "address": "local",
             "num_cpus": num_cpus,
             "object_store_memory": object_store_memory,
             "include_dashboard": include_dashboard,
@@ -72,9 +148,18 @@ def init_ray(
             "configure_logging": True,
             "logging_level": "WARNING",
         }
+        api_server = None
+        if include_dashboard:
+            port = _free_port()
+            kwargs |= {"dashboard_host": LOCAL_HOST, "dashboard_port": port}
+            api_server = f"http://{LOCAL_HOST}:{port}"
+        env = job_env_vars(api_server=api_server)
+        kwargs["runtime_env"] = _with_env_vars(runtime_env, env) or None
         if temp_dir:
             kwargs["_temp_dir"] = temp_dir
         ray.init(**kwargs)
+        if api_server:
+            log.info("local Ray dashboard: %s", api_server)
     return ray.cluster_resources()
 
 

@@ -95,8 +95,11 @@ def resume_name(out: Path, *, required: bool) -> str | None:
 
     Raises:
         ConfigError: ``required`` (``--resume``) and no earlier run wrote to OUT.
+        UsageError: the recorded run is not inside its recorded storage (an edited record or a
+            link elsewhere).
     """
-    from jumpray.errors import ConfigError
+    from jumpray.checkpoint import require_inside
+    from jumpray.errors import ConfigError, UsageError
     from jumpray.train.launch import RUN_FILE
 
     path = out / RUN_FILE
@@ -104,7 +107,13 @@ def resume_name(out: Path, *, required: bool) -> str | None:
         if not required:
             return None
         raise ConfigError(f"--resume: {path} does not exist (no earlier run wrote to this --out)")
-    return str(json.loads(path.read_text())["run_name"])
+    record = json.loads(path.read_text())
+    name, storage = str(record["run_name"]), str(record["storage_path"])
+    # Ray Train resumes from <storage>/<name>: a name that climbs out of the storage is refused.
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UsageError(f"--resume: {path} names the run {name!r}, which is not a run name")
+    require_inside(Path(storage) / name, storage, what="--resume: the run")
+    return name
 
 
 def start_ray(address: str | None) -> dict[str, float]:

@@ -128,6 +128,10 @@ def run_tune(
 
     check_sources(out, [shards, test_shards])
     _check_fresh_out(out, resume=resume)
+    if resume:
+        from jumpray.tune.sweep import sweep_state
+
+        sweep_state(out)  # refused before Ray starts when it is not inside OUT
     check_shard_folders(shards, test_shards)
     ray = sys.modules.get("ray")
     ray_was_up = bool(ray is not None and ray.is_initialized())

@@ -71,7 +71,13 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from jumpray.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from jumpray.checkpoint import (
+    load_checkpoint,
+    require_inside,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from jumpray.config import RunConfig
 from jumpray.data.augment import Augmenter, build_augmenter
 from jumpray.errors import DataError, JumprayError, user_error
@@ -151,7 +157,12 @@ class RayTrainContext(DatasetBatches):
     def checkpoint(self) -> Any:
         import ray.train
 
-        return ray.train.get_checkpoint()
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            # Ray Train names it from the run's records in storage; only the run's own is read.
+            storage = ray.train.get_context().get_storage().experiment_fs_path
+            require_inside(checkpoint.path, storage, what="the checkpoint to resume from")
+        return checkpoint
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         import ray.train

@@ -87,7 +87,12 @@ def _count() -> RayLedger:
 
     actors: Counter[str] = Counter()
     services: Counter[str] = Counter()
-    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, detail=True):
+    # This Ray's address, not a search of the machine (which fails with two Ray instances).
+    address = ray.get_runtime_context().gcs_address
+    alive = list_actors(
+        address=address, filters=[("state", "=", "ALIVE")], limit=10_000, detail=True
+    )
+    for a in alive:
         name = a.class_name or "?"
         if getattr(a, "is_detached", False) and a.name:
             services[name] += 1

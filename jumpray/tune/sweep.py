@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jumpray.checkpoint import require_inside
 from jumpray.config import RunConfig
 from jumpray.errors import ConfigError
 from jumpray.files import write_json
@@ -49,7 +50,7 @@ from jumpray.tune.space import count_trials, space_for, to_param_space, trial_co
 from jumpray.tune.tracking import TRIALS_FILE, SweepTracker
 from jumpray.tune.trial import TrialJob, run_trial
 
-__all__ = ["run_sweep", "SweepResult", "RUN_FILE", "SWEEP_NAME"]
+__all__ = ["run_sweep", "SweepResult", "RUN_FILE", "SWEEP_NAME", "sweep_state"]
 
 log = get_logger(__name__)
 
@@ -107,6 +108,18 @@ def _num_classes(cfg: RunConfig, shards: Path) -> int:
     from jumpray.data.scan import scan_folder
 
     return scan_folder(shards, on_error="skip").num_classes
+
+
+def sweep_state(out: Path) -> Path:
+    """Tune's state of the sweep in OUT (``OUT/ray_tune/sweep``), the folder ``Tuner.restore``
+    reads and unpickles.
+
+    Raises:
+        UsageError: it resolves outside OUT (a link to elsewhere).
+    """
+    state = Path(out) / STATE_DIR / SWEEP_NAME
+    require_inside(state, out, what="--resume: Tune's state")
+    return state
 
 
 def _saved_run(out: Path, shards: Path, test_shards: Path | None) -> dict[str, Any]:
@@ -195,7 +208,7 @@ def run_sweep(
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, job=job), {"cpu": 0, "memory": 1}
     )
-    state = out / STATE_DIR / SWEEP_NAME
+    state = sweep_state(out)
     if resume:
         if not tune.Tuner.can_restore(str(state)):
             raise ConfigError(f"--resume: no Tune state in {state} (the sweep never started)")
