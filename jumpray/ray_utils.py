@@ -65,6 +65,20 @@ def job_env_vars(*, api_server: str | None) -> dict[str, str]:
     return {k: v for k, v in wanted.items() if v and k not in os.environ}
 
 
+# Object-storage settings that are not secrets: handed to a cluster's workers when this process
+# joins it from outside (a local Ray inherits this process's environment; a submitted job has
+# its own runtime env). Keys are never put in a runtime env, which the dashboard shows: they
+# belong on the nodes (docs/architecture.md, 'Object storage').
+STORE_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def store_env_vars() -> dict[str, str]:
+    """The :data:`STORE_SETTINGS` set here, unless this process is a submitted job's driver."""
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # ray job submit: its runtime env rules
+        return {}
+    return {k: os.environ[k] for k in STORE_SETTINGS if os.environ.get(k)}
+
+
 def _with_env_vars(runtime_env: Mapping[str, Any] | None, env_vars: Mapping[str, str]) -> dict:
     """``runtime_env`` plus ``env_vars``; a variable the given runtime env sets keeps its value."""
     merged = dict(runtime_env or {})
@@ -129,7 +143,7 @@ def init_ray(
     if address:
         # Joining a cluster: resources are the cluster's (docs/architecture.md,
         # 'Ray notes: joining a cluster').
-        env = job_env_vars(api_server=_gcs_address(address))
+        env = job_env_vars(api_server=_gcs_address(address)) | store_env_vars()
         ray.init(
             address=address,
             log_to_driver=not for_tests,

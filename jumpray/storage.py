@@ -137,6 +137,12 @@ def filesystem(uri: str) -> tuple[Any, str]:
         StorageError: the URI is not one pyarrow knows, naming it.
     """
     parts = urlsplit(uri)
+    if "@" in parts.netloc:  # keys in a URI end up in shell history, logs and job specs
+        raise StorageError(
+            f"{redact(uri)}: credentials in a URI are refused",
+            fix="drop the user:secret@ part and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+            "(or the store's own variables) in the environment",
+        )
     base = urlunsplit((parts.scheme, parts.netloc, "", parts.query, ""))
     try:
         fs = _filesystem_for(base)

@@ -50,6 +50,8 @@ def test_a_local_ray_is_our_own_with_its_dashboard_on_loopback(fake_ray):
 
 
 def test_joining_a_cluster_points_the_state_api_at_its_gcs(fake_ray, monkeypatch):
+    for name in ray_utils.STORE_SETTINGS:  # tested on their own in test_storage.py
+        monkeypatch.delenv(name, raising=False)
     ray_utils.init_ray(address="10.0.0.5:6379")
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     ray_utils.init_ray()

@@ -65,3 +65,29 @@ def test_a_mirror_in_use_by_a_live_run_is_not_refreshed(monkeypatch, tmp_path):
     with pytest.raises(UsageError, match="being written by another jumpray process"):
         pull_mirror(uri, "run")
     assert (mirror / "jumpray_run.json").exists()
+
+
+def test_only_the_store_settings_that_are_not_secrets_go_to_a_joined_cluster(monkeypatch):
+    from jumpray.ray_utils import store_env_vars
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert store_env_vars() == {
+        "AWS_ENDPOINT_URL": "http://minio.local:9000",
+        "AWS_REGION": "eu-west-1",
+    }
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # inside `ray job submit`
+    assert store_env_vars() == {}
+
+
+def test_credentials_in_a_uri_are_refused_without_repeating_them():
+    from jumpray.data.scan import check_shard_folders
+
+    with pytest.raises(storage.StorageError) as err:
+        check_shard_folders("s3://AKIA:hunter2@bkt/shards")
+    assert "credentials in a URI are refused" in str(err.value)
+    assert "hunter2" not in str(err.value) and "AKIA" not in str(err.value)
