@@ -7,11 +7,13 @@ One run does:
    reads, verifies and stores each line's image as if it were its own file);
 2. for each size and mode (``serial``, ``parallel2``), runs ``jumpray shards from-list`` in a
    fresh child process (the same code as the CLI: :func:`jumpray.jobs.shards.run`), and samples
-   the resident memory (RSS) of that process tree (the child, and in parallel mode its Ray
-   workers and daemons) every 0.2 s with psutil. The figure is the peak RSS of the **child
-   process alone** above its idle baseline (taken after the imports, before the conversion),
-   and, for parallel mode, the peak RSS of each Ray write task above the worker's RSS when the
-   task started (reported by the task itself, ``ru_maxrss``).
+   the resident memory (RSS) of that process tree (the child, and in parallel mode the Ray
+   workers and daemons it started) every 0.2 s with psutil. The main figure is the peak RSS of
+   the **child process alone** above its idle baseline (taken after the imports, before the
+   conversion: ``ru_maxrss`` minus that), and, in parallel mode, the peak RSS of each Ray write
+   task above its worker's RSS when the task started (the task's own ``ru_maxrss``, logged by
+   the driver). Each child's stderr (the progress lines with their ETA) goes to
+   ``--work/log-*.txt``.
 
 Output: ``--out`` JSON and a short table. Ray runs (``parallel2``) take ``--lock`` (default
 ``/tmp/jumpray-ray.lock``)::
@@ -31,7 +33,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,21 @@ def _rss_tree(pid: int) -> float:
 
 def _child(list_file: str, root: str, out: str, parallel: int, report: str) -> None:
     """Runs in the child: baseline RSS, then the CLI job; writes the figures to ``report``."""
+    import logging
+
     import psutil
 
-    from jumpray.cli import main  # noqa: F401  (imports what the CLI imports before the run)
+    from jumpray.cli import main  # imports what the CLI imports before the run
     from jumpray.data import convert  # noqa: F401
 
+    parts: list[float] = []
+
+    class PartPeaks(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("part ") and "MiB" in record.getMessage():
+                parts.append(float(record.getMessage().split("task peak RSS ")[1].split()[0]))
+
+    logging.getLogger("jumpray").addHandler(PartPeaks())
     base = psutil.Process().memory_info().rss
     args = ["shards", "from-list", list_file, "--root", root, "--out", out, "--overwrite"]
     if parallel > 1:
@@ -96,7 +107,6 @@ def _child(list_file: str, root: str, out: str, parallel: int, report: str) -> N
     elapsed = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     index = json.loads((Path(out) / "index.json").read_text())
-    tasks = index.get("extra", {}).get("parallel", {}).get("task_peak_rss_above_start_mib")
     Path(report).write_text(
         json.dumps(
             {
@@ -106,7 +116,7 @@ def _child(list_file: str, root: str, out: str, parallel: int, report: str) -> N
                 "peak_above_baseline_mib": round((peak - base) / 2**20, 1),
                 "num_samples": index["num_samples"],
                 "num_shards": len(index["shards"]),
-                "task_peak_rss_above_start_mib": tasks,
+                "task_peak_rss_above_start_mib": parts or None,
             }
         )
     )
@@ -121,12 +131,13 @@ def _measure(list_file: Path, work: Path, parallel: int) -> dict[str, Any]:
         "--child",
         json.dumps([str(list_file), str(work / "root"), str(out), parallel, str(report)]),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JUMPRAY_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(cmd, env=env)
-    tree_peak = 0.0
-    while proc.poll() is None:
-        tree_peak = max(tree_peak, _rss_tree(proc.pid))
-        time.sleep(0.2)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JUMPRAY_LOG_LEVEL": "INFO"}
+    with open(work / f"log-{list_file.stem}-p{parallel}.txt", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stderr=log)
+        tree_peak = 0.0
+        while proc.poll() is None:
+            tree_peak = max(tree_peak, _rss_tree(proc.pid))
+            time.sleep(0.2)
     if proc.returncode:
         raise SystemExit(f"child failed with {proc.returncode}")
     result = json.loads(report.read_text())
@@ -162,12 +173,12 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
-    print("\n| entries | mode | seconds | peak RSS above idle (MiB) | tree peak RSS (MiB) |")
+    print("\n| entries | mode | seconds | driver peak RSS above idle (MiB) | task peaks (MiB) |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['entries']:,} | {r['mode']} | {r['seconds']} | "
-            f"{r['peak_above_baseline_mib']} | {r['tree_peak_rss_mib']} |"
+            f"{r['peak_above_baseline_mib']} | {r['task_peak_rss_above_start_mib'] or '-'} |"
         )
 
 

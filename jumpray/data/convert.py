@@ -772,27 +772,15 @@ def _write_on_ray(
     folder inside the writer's temporary folder, then append the parts in range order.
 
     The tasks need the temporary folder on a filesystem every node sees (one node: always).
-    Progress: the driver sums the parts' counts once a second into the writer's progress line.
     Returns the merged statistics and the wrong-label count.
     """
-    import ray
-
-    if not ray.is_initialized():
-        raise UsageError(
-            "--parallel needs Ray: jumpray shards starts it (jumpray.jobs._run.start_ray); from "
-            "Python, call jumpray.ray_utils.init_ray() first"
-        )
-    per_task = _cpus_per_task(float(ray.cluster_resources().get("CPU", 1.0)), parallel)
-    task = ray.remote(_write_part).options(num_cpus=per_task, max_retries=0)
     bounds = [plan.total * i // parallel for i in range(parallel + 1)]
     ranges = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-    folders = [writer.tmp / f".part-{i:04d}" for i in range(len(ranges))]
-    log.info("writing %d samples in %d Ray tasks of %g CPU each", plan.total, len(ranges), per_task)
-    refs = [
-        task.remote(plan.window(a, b), a, b, root, folder, writer.part_options, stride)
-        for (a, b), folder in zip(ranges, folders, strict=True)
+    calls = [
+        (plan.window(a, b), a, b, root, writer.tmp / f".part-{i:04d}", writer.part_options, stride)
+        for i, (a, b) in enumerate(ranges)
     ]
-    parts = _gather(refs, folders, writer.progress)
+    parts = _run_parts(calls, writer.progress)
     stats, wrong = _Stats(), 0
     for i, part in enumerate(parts):
         writer.adopt(part)
@@ -810,6 +798,23 @@ def _write_on_ray(
             "unknown" if peak is None else f"{peak / 2**20:.1f} MiB",
         )
     return stats, wrong
+
+
+def _run_parts(calls: list[tuple[Any, ...]], progress: Any) -> list[PartResult]:
+    """Run :func:`_write_part` once per argument tuple, one Ray task each, and wait for all;
+    the driver sums the parts' counts once a second into ``progress``."""
+    import ray
+
+    if not ray.is_initialized():
+        raise UsageError(
+            "--parallel needs Ray: jumpray shards starts it (jumpray.jobs._run.start_ray); from "
+            "Python, call jumpray.ray_utils.init_ray() first"
+        )
+    per_task = _cpus_per_task(float(ray.cluster_resources().get("CPU", 1.0)), len(calls))
+    log.info("writing in %d Ray tasks of %g CPU each", len(calls), per_task)
+    task = ray.remote(_write_part).options(num_cpus=per_task, max_retries=0)
+    refs = [task.remote(*call) for call in calls]
+    return _gather(refs, [call[4] for call in calls], progress)
 
 
 def _gather(refs: list[Any], folders: list[Path], progress: Any) -> list[PartResult]:

@@ -441,7 +441,7 @@ class ShardWriter(_TarSequence):
         self._close_tar()
         shift = part.first_idx - self.num_samples
         for entry in part.shards:
-            src = part.folder / entry.name
+            src = part.folder / entry.file
             dst = self.tmp / shard_name(self.prefix, len(self.shards))
             if shift:
                 _shift_idx(src, dst, shift)
