@@ -832,6 +832,8 @@ def _gather(refs: list[Any], folders: list[Path], progress: Any) -> list[PartRes
     except ray.exceptions.RayTaskError as exc:
         for ref in pending:
             ray.cancel(ref)
+        # Let the cancelled tasks stop before the writer removes the folder they write in.
+        ray.wait(pending, num_returns=len(pending), timeout=30.0)
         cause = exc.cause
         if isinstance(cause, Exception):
             raise cause from None

@@ -301,7 +301,9 @@ class ShardPart(_TarSequence):
 
     def __init__(self, folder: str | Path, *, first_idx: int, **options: Any):
         folder = Path(folder)
-        folder.mkdir(parents=True)
+        # Not parents=True: a task starting after the driver aborted must not recreate the
+        # temporary folder it removed.
+        folder.mkdir()
         super().__init__(
             folder, first_idx=first_idx, progress=_CountFile(folder / PROGRESS_FILE), **options
         )
