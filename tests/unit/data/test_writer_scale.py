@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -159,3 +162,17 @@ def test_parallel_parts_give_the_serial_samples(tmp_path, monkeypatch, parallel)
     tables = [pq.read_table(tmp_path / d / "quarantine.parquet") for d in ("serial", "par")]
     assert tables[0].equals(tables[1]) and tables[0].num_rows == 2
     assert sorted(p.name for p in (tmp_path / "par").iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_serial_command_never_imports_ray(tmp_path):
+    root, listed = _source(tmp_path, 5)
+    code = (
+        "import sys\n"
+        "from jumpray.cli import main\n"
+        f"rc = main(['shards', 'from-list', {str(listed)!r}, '--root', {str(root)!r}, "
+        f"'--out', {str(tmp_path / 'out')!r}, '--parallel', '1'])\n"
+        "assert rc == 0 and 'ray' not in sys.modules, sorted(sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(convert.__file__).parents[2])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
