@@ -176,3 +176,10 @@ def test_a_serial_command_never_imports_ray(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(convert.__file__).parents[2])}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_write_tasks_leave_one_cpu_free_on_small_machines():
+    assert convert._cpus_per_task(2.0, 2) == 0.5  # this box: both tasks fit in 1 CPU
+    assert convert._cpus_per_task(4.0, 2) == 1.0
+    assert convert._cpus_per_task(16.0, 4) == 1.0
+    assert convert._cpus_per_task(1.0, 2) == 0.5  # one core: nothing to leave
