@@ -10,6 +10,12 @@ written or more than ``max_quarantine_fraction`` of the source samples were unus
 
 ``idx`` is assigned densely in write order (0, 1, ...), so a source image quarantined while
 writing leaves no hole; the sample's provenance stays in its ``json`` ``source`` field.
+
+Memory does not grow with N: the writer keeps one open tar, a (name, count) entry per closed tar,
+the quarantined rows and a few counters (index.json lists shards, never samples). A parallel
+conversion writes contiguous ranges as :class:`ShardPart` folders inside the temporary folder;
+:meth:`ShardWriter.adopt` appends them in range order, so the samples, their idx and keys are
+those of a serial run; only the shard boundaries differ (each part starts a new tar).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +111,251 @@ class ProgressLog:
             log.info("%s: %d, %.0f/s", self.what, self.done, rate)
 
 
-class ShardWriter:
+class _Shapes:
+    """What index.json says about image shapes, in O(1) memory: the one channel count and the one
+    (H, W) shared by every sample, or None once they differ (web data has thousands of sizes)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.channels: int | None = None
+        self.size: tuple[int, int] | None = None
+
+    def add(self, shape: Sequence[int]) -> None:
+        """Count one (C, H, W)."""
+        c, hw = int(shape[0]), (int(shape[1]), int(shape[2]))
+        if not self.seen:
+            self.seen, self.channels, self.size = True, c, hw
+            return
+        if self.channels != c:
+            self.channels = None
+        if self.size != hw:
+            self.size = None
+
+    def merge(self, other: _Shapes) -> None:
+        """Fold in the shapes another writer saw (a parallel part)."""
+        if not other.seen:
+            return
+        channels, size = other.channels, other.size
+        if not self.seen:
+            self.seen, self.channels, self.size = True, channels, size
+            return
+        if self.channels != channels:
+            self.channels = None
+        if self.size != size:
+            self.size = None
+
+    @property
+    def image_size(self) -> list[int] | None:
+        """[H, W] when every sample has it, else None."""
+        return list(self.size) if self.size else None
+
+
+class _TarSequence:
+    """Samples into numbered tars in ``folder``, with count and size limits; idx from
+    ``first_idx`` on. Holds one open tar, the list of closed ones and a few counters.
+
+    Args:
+        folder: where the tars go (each under a ``.partial`` name until closed).
+        prefix, max_samples_per_shard, max_shard_bytes, on_error: see :class:`ShardWriter`.
+        first_idx: the idx of the first sample written.
+        progress: counts each sample written (``update()``), or None.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        prefix: str,
+        max_samples_per_shard: int,
+        max_shard_bytes: int,
+        on_error: OnError,
+        first_idx: int = 0,
+        progress: Any = None,
+    ):
+        self.tmp = folder
+        self.prefix = prefix
+        self.max_samples, self.max_bytes = max_samples_per_shard, max_shard_bytes
+        self.first_idx = first_idx
+        self.quarantine = QuarantineLog(
+            on_error, fix="fix or remove the source image, or pass data.on_error=skip"
+        )
+        self.progress = progress
+        self.shards: list[ShardEntry] = []
+        self.num_samples = 0
+        self.num_clean = 0
+        self.shapes = _Shapes()
+        self._tar: TarSampleWriter | None = None
+
+    def write(
+        self,
+        image: bytes,
+        *,
+        image_format: str,
+        given_label: int,
+        clean_label: int | None = None,
+        source: str | None = None,
+        shape: tuple[int, int, int] | None = None,
+    ) -> int:
+        """Append one sample; returns the idx it was given.
+
+        Args:
+            image: encoded image bytes, stored as they are.
+            image_format: the member suffix, one of jpg/jpeg/png/webp.
+            given_label: the ``cls`` value (possibly wrong).
+            clean_label: the true label when known (stored in ``json`` as ``clean``).
+            source: where the image came from (stored in ``json``), e.g. a relative path.
+            shape: (C, H, W) of the decoded image, for index.json's channels/image_size.
+        """
+        fmt = image_format.lower().lstrip(".")
+        if fmt not in IMAGE_SUFFIXES:
+            raise ValueError(f"image_format must be one of {IMAGE_SUFFIXES}, got {image_format!r}")
+        idx = self.first_idx + self.num_samples
+        meta: dict[str, Any] = {"idx": idx}
+        if clean_label is not None:
+            meta["clean"] = int(clean_label)
+            self.num_clean += 1
+        if source is not None:
+            meta["source"] = source
+        members = {
+            fmt: image,
+            LABEL_SUFFIX: str(int(given_label)).encode(),
+            META_SUFFIX: _dump_meta(meta),
+        }
+        size = sum(512 + len(v) + 511 for v in members.values())
+        tar = self._tar
+        if (
+            tar is None
+            or tar.num_samples >= self.max_samples
+            or (tar.num_samples and tar.num_bytes + size > self.max_bytes)
+        ):
+            tar = self._next_tar()
+        tar.write(sample_key(idx), members)
+        if shape is not None:
+            self.shapes.add(shape)
+        self.num_samples += 1
+        if self.progress is not None:
+            self.progress.update()
+        return idx
+
+    def skip(self, *, source: str, reason: str) -> None:
+        """A source sample that cannot be written: raise or quarantine it (``on_error``).
+
+        Raises:
+            DataError: under ``on_error=raise``, naming the source and the reason.
+        """
+        self.quarantine.add(key=source, shard="", reason=reason)
+
+    def _next_tar(self) -> TarSampleWriter:
+        self._close_tar()
+        name = shard_name(self.prefix, len(self.shards))
+        self._tar = TarSampleWriter(self.tmp / f"{name}.partial")
+        return self._tar
+
+    def _close_tar(self) -> None:
+        tar, self._tar = self._tar, None
+        if tar is None:
+            return
+        tar.close()
+        final = tar.path.with_name(tar.path.name.removesuffix(".partial"))
+        os.replace(tar.path, final)
+        self.shards.append(ShardEntry(final.name, tar.num_samples))
+
+    def _drop_tar(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+
+
+@dataclass
+class PartResult:
+    """What a parallel part wrote into its own folder (:class:`ShardPart`), for the driver.
+
+    Attributes:
+        folder: the part's folder (inside the driver's temporary folder).
+        first_idx: the idx the part gave its first sample.
+        shards: its tars, in order, named from ``<prefix>-000000.tar`` in ``folder``.
+        num_samples, num_clean: counts.
+        shapes: the shapes it saw.
+        quarantine: its quarantined rows.
+        extra: whatever the converter returns with it (statistics, counts).
+    """
+
+    folder: Path
+    first_idx: int
+    shards: list[ShardEntry]
+    num_samples: int
+    num_clean: int
+    shapes: _Shapes
+    quarantine: list[tuple[str, str, int, str]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ShardPart(_TarSequence):
+    """One contiguous range of a parallel conversion, written by one Ray task into ``folder``.
+
+    Its tars are numbered from 0 and its idx start at ``first_idx`` (the range's start assuming no
+    earlier sample is quarantined); :meth:`ShardWriter.adopt` renames them into the final order
+    and shifts the idx when an earlier part quarantined samples. Progress goes to
+    ``folder/progress`` (a count the driver reads), since a task's log lines are not the driver's.
+    """
+
+    def __init__(self, folder: str | Path, *, first_idx: int, **options: Any):
+        folder = Path(folder)
+        # Not parents=True: a task starting after the driver aborted must not recreate the
+        # temporary folder it removed.
+        folder.mkdir()
+        super().__init__(
+            folder, first_idx=first_idx, progress=_CountFile(folder / PROGRESS_FILE), **options
+        )
+
+    def finish(self, **extra: Any) -> PartResult:
+        """Close the last tar; returns what the driver needs."""
+        self._close_tar()
+        self.progress.flush()
+        return PartResult(
+            self.tmp,
+            self.first_idx,
+            self.shards,
+            self.num_samples,
+            self.num_clean,
+            self.shapes,
+            self.quarantine.rows,
+            extra,
+        )
+
+
+PROGRESS_FILE = "progress"
+
+
+class _CountFile:
+    """A sample count written to a file at most every ``every_s`` seconds (a part's progress)."""
+
+    def __init__(self, path: Path, every_s: float = 1.0):
+        self.path, self.every_s = path, every_s
+        self.count = 0
+        self._last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        if time.monotonic() - self._last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = time.monotonic()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(self.count))
+        os.replace(tmp, self.path)
+
+
+def read_count(folder: Path) -> int:
+    """The samples a running :class:`ShardPart` in ``folder`` has written so far (0 if unknown)."""
+    try:
+        return int((folder / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+class ShardWriter(_TarSequence):
     """Write samples into ``out``: ``<prefix>-NNNNNN.tar``, ``index.json``, ``quarantine.parquet``.
 
     Use as a context manager (an exception removes the temporary folder), or call :meth:`close`.
@@ -157,97 +409,53 @@ class ShardWriter:
         )
         self.max_quarantine_fraction = max_quarantine_fraction
         self.require_samples = require_samples
-        self.prefix, self.overwrite = prefix, overwrite
-        self.max_samples, self.max_bytes = max_samples_per_shard, max_shard_bytes
-        self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
-        self.quarantine = QuarantineLog(
-            on_error, fix="fix or remove the source image, or pass data.on_error=skip"
+        self.overwrite = overwrite
+        tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        super().__init__(
+            tmp,
+            prefix=prefix,
+            max_samples_per_shard=max_samples_per_shard,
+            max_shard_bytes=max_shard_bytes,
+            on_error=on_error,
+            progress=ProgressLog(f"{self.out.name}: samples written", total),
         )
-        self.progress = ProgressLog(f"{self.out.name}: samples written", total)
-        self.shards: list[ShardEntry] = []
-        self.num_samples = 0
-        self.num_clean = 0
-        self._shapes: set[tuple[int, int, int]] = set()
-        self._tar: TarSampleWriter | None = None
         self._closed = False
 
-    # -- writing ------------------------------------------------------------------------------
-
-    def write(
-        self,
-        image: bytes,
-        *,
-        image_format: str,
-        given_label: int,
-        clean_label: int | None = None,
-        source: str | None = None,
-        shape: tuple[int, int, int] | None = None,
-    ) -> int:
-        """Append one sample; returns the idx it was given.
-
-        Args:
-            image: encoded image bytes, stored as they are.
-            image_format: the member suffix, one of jpg/jpeg/png/webp.
-            given_label: the ``cls`` value (possibly wrong).
-            clean_label: the true label when known (stored in ``json`` as ``clean``).
-            source: where the image came from (stored in ``json``), e.g. a relative path.
-            shape: (C, H, W) of the decoded image, for index.json's channels/image_size.
-        """
-        fmt = image_format.lower().lstrip(".")
-        if fmt not in IMAGE_SUFFIXES:
-            raise ValueError(f"image_format must be one of {IMAGE_SUFFIXES}, got {image_format!r}")
-        idx = self.num_samples
-        meta: dict[str, Any] = {"idx": idx}
-        if clean_label is not None:
-            meta["clean"] = int(clean_label)
-            self.num_clean += 1
-        if source is not None:
-            meta["source"] = source
-        members = {
-            fmt: image,
-            LABEL_SUFFIX: str(int(given_label)).encode(),
-            META_SUFFIX: json.dumps(meta, separators=(",", ":")).encode(),
+    @property
+    def part_options(self) -> dict[str, Any]:
+        """The keyword arguments of a :class:`ShardPart` that writes like this writer."""
+        return {
+            "prefix": self.prefix,
+            "max_samples_per_shard": self.max_samples,
+            "max_shard_bytes": self.max_bytes,
+            "on_error": self.quarantine.on_error,
         }
-        size = sum(512 + len(v) + 511 for v in members.values())
-        tar = self._tar
-        if (
-            tar is None
-            or tar.num_samples >= self.max_samples
-            or (tar.num_samples and tar.num_bytes + size > self.max_bytes)
-        ):
-            tar = self._next_tar()
-        tar.write(sample_key(idx), members)
-        if shape is not None:
-            self._shapes.add(tuple(int(s) for s in shape))
-        self.num_samples += 1
-        self.progress.update()
-        return idx
 
-    def skip(self, *, source: str, reason: str) -> None:
-        """A source sample that cannot be written: raise or quarantine it (``on_error``).
+    def adopt(self, part: PartResult) -> None:
+        """Append a finished part's tars after everything written so far, in order.
 
-        Raises:
-            DataError: under ``on_error=raise``, naming the source and the reason.
+        Each tar is renamed to the next shard number; when earlier samples were quarantined the
+        part's idx are shifted down (its tars rewritten) so idx stays dense (docs/contract.md).
         """
-        self.quarantine.add(key=source, shard="", reason=reason)
-
-    def _next_tar(self) -> TarSampleWriter:
         self._close_tar()
-        name = shard_name(self.prefix, len(self.shards))
-        self._tar = TarSampleWriter(self.tmp / f"{name}.partial")
-        return self._tar
-
-    def _close_tar(self) -> None:
-        tar, self._tar = self._tar, None
-        if tar is None:
-            return
-        tar.close()
-        final = tar.path.with_name(tar.path.name.removesuffix(".partial"))
-        os.replace(tar.path, final)
-        self.shards.append(ShardEntry(final.name, tar.num_samples))
+        shift = part.first_idx - self.num_samples
+        for entry in part.shards:
+            src = part.folder / entry.file
+            dst = self.tmp / shard_name(self.prefix, len(self.shards))
+            if shift:
+                _shift_idx(src, dst, shift)
+                src.unlink()
+            else:
+                os.replace(src, dst)
+            self.shards.append(ShardEntry(dst.name, entry.num_samples))
+        self.num_samples += part.num_samples
+        self.num_clean += part.num_clean
+        self.shapes.merge(part.shapes)
+        self.quarantine.extend(part.quarantine)
+        shutil.rmtree(part.folder)
 
     # -- finishing ----------------------------------------------------------------------------
 
@@ -285,16 +493,14 @@ class ShardWriter:
             self.max_quarantine_fraction,
             what=f"{self.out}: of the {offered} source samples",
         )
-        channels = {s[0] for s in self._shapes}
-        sizes = {s[1:] for s in self._shapes}
         index = ShardIndex(
             num_samples=self.num_samples,
             num_classes=int(num_classes),
             class_names=list(class_names or []),
             has_clean_labels=self.num_clean > 0,
             shards=self.shards,
-            channels=channels.pop() if len(channels) == 1 else None,
-            image_size=list(sizes.pop()) if len(sizes) == 1 else None,
+            channels=self.shapes.channels,
+            image_size=self.shapes.image_size,
             mean=mean,
             std=std,
             noise=noise,
@@ -319,6 +525,7 @@ class ShardWriter:
         return index
 
     def _publish(self) -> None:
+        # The one place that decides where the finished folder goes.
         if self.out.exists() and not self.overwrite and any(self.out.iterdir()):
             raise DataError(f"output folder {self.out} appeared while writing", fix="retry")
         replace_tree(self.tmp, self.out)
@@ -326,9 +533,7 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop everything written so far (the temporary folder); ``out`` is untouched."""
-        if self._tar is not None:
-            self._tar.close()
-            self._tar = None
+        self._drop_tar()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._closed = True
 
@@ -338,3 +543,35 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or not self._closed:
             self.abort()
+
+
+def _dump_meta(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, separators=(",", ":")).encode()
+
+
+def _shift_idx(src: Path, dst: Path, shift: int) -> None:
+    """Copy tar ``src`` to ``dst`` with every sample's idx (key and ``json``) lowered by
+    ``shift``; member order and everything else unchanged. One sample in memory at a time."""
+    out = TarSampleWriter(dst)
+    try:
+        with tarfile.open(src, "r:") as tar:
+            key, members = "", {}
+            for info in tar:
+                stem, suffix = info.name.split(".", 1)
+                if stem != key and members:
+                    _write_shifted(out, members, shift)
+                    members = {}
+                key = stem
+                handle = tar.extractfile(info)
+                members[suffix] = handle.read() if handle is not None else b""
+            if members:
+                _write_shifted(out, members, shift)
+    finally:
+        out.close()
+
+
+def _write_shifted(out: TarSampleWriter, members: dict[str, bytes], shift: int) -> None:
+    meta = json.loads(members[META_SUFFIX])
+    meta["idx"] -= shift
+    members[META_SUFFIX] = _dump_meta(meta)
+    out.write(sample_key(meta["idx"]), members)

@@ -15,8 +15,13 @@ Examples::
     jumpray shards from-list WV/info/train_filelist_google.txt --root WV --out shards/wv \\
         --max-label 49
     jumpray shards from-folder photos/ --out shards/photos data.on_error=skip
+    # a million-line list in 4 Ray tasks (local Ray, or the cluster of RAY_ADDRESS)
+    jumpray shards from-list big.txt --root imgs --out shards/big --parallel 4
 
-Bad input exits 2 with one paragraph naming the file (and line, for list files).
+Bad input exits 2 with one paragraph naming the file (and line, for list files). Progress (done,
+rate, ETA) goes to stderr every 10 s. ``--parallel N`` starts Ray (the run preamble,
+:func:`jumpray.jobs._run.start_ray`) and writes N contiguous ranges in N tasks: same samples,
+idx and keys as a serial run; each range starts a new shard (docs/contract.md).
 """
 
 from __future__ import annotations
@@ -133,10 +138,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fl.add_argument(
         "--class-names", type=Path, default=None, help="a file with one class name per line"
     )
+    _parallel(fl)
     _common(fl)
     ff = sub.add_parser("from-folder", help="one sub-folder per class")
     ff.add_argument("folder", type=Path, metavar="DIR")
+    _parallel(ff)
     _common(ff)
+
+
+def _parallel(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="write N contiguous ranges in N Ray tasks (default 1: no Ray)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,6 +171,12 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.prefix:
         options["prefix"] = args.prefix
+    parallel = getattr(args, "parallel", 1)
+    if parallel > 1:
+        from jumpray.jobs._run import start_ray
+
+        start_ray(cfg.scaling.address)
+        options["parallel"] = parallel
     t0 = time.perf_counter()
     if args.source == "fashion-mnist":
         index = convert.write_fashion_mnist(
