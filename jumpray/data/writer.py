@@ -40,6 +40,7 @@ from jumpray.data.quarantine import (
 )
 from jumpray.data.schema import (
     IMAGE_SUFFIXES,
+    INDEX_FILE,
     LABEL_SUFFIX,
     META_SUFFIX,
     QUARANTINE_FILE,
@@ -53,7 +54,8 @@ from jumpray.data.tario import TarSampleWriter
 from jumpray.errors import DataError, UsageError
 from jumpray.files import replace_tree
 from jumpray.log import get_logger
-from jumpray.runs import claim_output
+from jumpray.runs import claim_output, push_mirror
+from jumpray.storage import name_of
 
 __all__ = ["ShardWriter", "ProgressLog", "DEFAULT_MAX_SAMPLES", "DEFAULT_MAX_BYTES"]
 
@@ -394,7 +396,6 @@ class ShardWriter(_TarSequence):
         max_quarantine_fraction: float = DEFAULT_MAX_QUARANTINE_FRACTION,
         require_samples: bool = True,
     ):
-        self.out = Path(out)
         if not _PREFIX.fullmatch(prefix):
             raise UsageError(
                 f"--prefix {prefix!r}: use letters, digits, '-' and '_' only (it names the "
@@ -404,9 +405,11 @@ class ShardWriter(_TarSequence):
             raise UsageError(f"--max-samples-per-shard must be >= 1, got {max_samples_per_shard}")
         if max_shard_bytes < 1024:
             raise UsageError(f"--max-shard-bytes must be at least 1K, got {max_shard_bytes}")
-        claim_output(
-            self.out, command="shards", kind="shards", sources=sources, overwrite=overwrite
+        # An object-storage ``out`` is built in its local mirror and uploaded by _publish.
+        self.claim = claim_output(
+            out, command="shards", kind="shards", sources=sources, overwrite=overwrite
         )
+        self.out = self.claim.out
         self.max_quarantine_fraction = max_quarantine_fraction
         self.require_samples = require_samples
         self.overwrite = overwrite
@@ -420,7 +423,7 @@ class ShardWriter(_TarSequence):
             max_samples_per_shard=max_samples_per_shard,
             max_shard_bytes=max_shard_bytes,
             on_error=on_error,
-            progress=ProgressLog(f"{self.out.name}: samples written", total),
+            progress=ProgressLog(f"{name_of(self.claim.label)}: samples written", total),
         )
         self._closed = False
 
@@ -479,7 +482,7 @@ class ShardWriter(_TarSequence):
         if self.num_samples == 0 and self.require_samples:
             why = summarize_reasons([row[3] for row in self.quarantine.rows])
             raise DataError(
-                f"no sample could be written to {self.out}: "
+                f"no sample could be written to {self.claim.label}: "
                 + (
                     f"all {offered} source samples were unusable ({why})"
                     if offered
@@ -491,7 +494,7 @@ class ShardWriter(_TarSequence):
             [row[3] for row in self.quarantine.rows],
             offered,
             self.max_quarantine_fraction,
-            what=f"{self.out}: of the {offered} source samples",
+            what=f"{self.claim.label}: of the {offered} source samples",
         )
         index = ShardIndex(
             num_samples=self.num_samples,
@@ -518,7 +521,7 @@ class ShardWriter(_TarSequence):
             "wrote %d samples in %d shards to %s (%.1f s, %d quarantined)",
             self.num_samples,
             len(self.shards),
-            self.out,
+            self.claim.label,
             elapsed,
             len(self.quarantine),
         )
@@ -529,6 +532,7 @@ class ShardWriter(_TarSequence):
         if self.out.exists() and not self.overwrite and any(self.out.iterdir()):
             raise DataError(f"output folder {self.out} appeared while writing", fix="retry")
         replace_tree(self.tmp, self.out)
+        push_mirror(self.claim, head=INDEX_FILE)  # object storage: index.json uploaded last
         self._closed = True
 
     def abort(self) -> None:

@@ -34,6 +34,7 @@ from jumpray.cli import add_config_arguments, add_overwrite_argument
 from jumpray.config import load_config
 from jumpray.errors import ConfigError
 from jumpray.log import echo
+from jumpray.storage import location
 
 __all__ = ["add_arguments", "run"]
 
@@ -84,7 +85,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="the shard folder to create")
+    p.add_argument("--out", type=location, required=True, help="the shard folder to create")
     p.add_argument(
         "--noise", default=None, help="sym:0.4, pairflip:0.45, asym:0.4, instance:0.4 or none"
     )

@@ -32,11 +32,19 @@ def _table(uri: str):
 def test_clean_and_score_with_every_folder_in_s3(
     tmp_path, ray_cluster, fashion_mnist_dir, s3_bucket
 ):
-    local_train, local_test = tmp_path / "train", tmp_path / "test"
-    write_fashion_mnist(local_train, split="train", limit=400, noise="sym:0.4", seed=0)
-    write_fashion_mnist(local_test, split="test", limit=200)
     train, test = f"{s3_bucket}/shards/train", f"{s3_bucket}/shards/test"
-    storage.push_tree(local_train, train, head="index.json")
+    # `jumpray shards` writes straight to S3 (index.json published last) ...
+    args = ["shards", "fashion-mnist", "--limit", "400", "--noise", "sym:0.4", "--seed", "0"]
+    args += ["--out", train]
+    assert main(args) == 0
+    assert storage.list_files(train) == ["index.json", "quarantine.parquet", "train-000000.tar"]
+    # ... exactly what it writes on disk.
+    local_train = tmp_path / "train"
+    write_fashion_mnist(local_train, split="train", limit=400, noise="sym:0.4", seed=0)
+    local_tar = (local_train / "train-000000.tar").read_bytes()
+    assert storage.read_bytes(f"{train}/train-000000.tar") == local_tar
+    local_test = tmp_path / "test"
+    write_fashion_mnist(local_test, split="test", limit=200)
     storage.push_tree(local_test, test, head="index.json")
     out = f"{s3_bucket}/runs/clean"
     db = tmp_path / "mlflow.db"
