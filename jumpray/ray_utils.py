@@ -11,9 +11,12 @@ this Ray even when another Ray instance runs on the machine (docs/architecture.m
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jumpray.log import get_logger
@@ -139,6 +142,45 @@ def init_ray(
 
     if ray.is_initialized():
         return ray.cluster_resources()
+    with _sigterm_kept():
+        _init(
+            ray,
+            address,
+            num_cpus,
+            object_store_memory,
+            include_dashboard,
+            for_tests,
+            runtime_env,
+            temp_dir,
+        )
+    return ray.cluster_resources()
+
+
+@contextlib.contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """Keep a SIGTERM handler of ours across ``ray.init``, which replaces it with one that calls
+    ``sys.exit`` (the CLI's raises KeyboardInterrupt, so a terminated run cleans up as after
+    Ctrl-C). The default handler (a library caller's) is left to Ray."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _init(
+    ray: Any,
+    address: str | None,
+    num_cpus: int | None,
+    object_store_memory: int | None,
+    include_dashboard: bool,
+    for_tests: bool,
+    runtime_env: Mapping[str, Any] | None,
+    temp_dir: str | None,
+) -> None:
+    """The ``ray.init`` call of :func:`init_ray` (arguments as there)."""
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         # Joining a cluster: resources are the cluster's (docs/architecture.md,
@@ -174,7 +216,6 @@ def init_ray(
         ray.init(**kwargs)
         if api_server:
             log.info("local Ray dashboard: %s", api_server)
-    return ray.cluster_resources()
 
 
 def torch_threads(

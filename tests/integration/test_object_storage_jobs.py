@@ -87,7 +87,7 @@ def test_clean_and_score_with_every_folder_in_s3(
     # Re-running into a finished remote OUT is refused, as on disk; overwrite replaces it, here
     # through the Python API, which takes the same URIs and reads the labels back from S3.
     assert main(args) != 0
-    result = jumpray.score(
+    result = jumpray.score_shards(
         train, scored, checkpoint=f"{out}/checkpoint", overwrite=True, tracking__enabled=False
     )
     assert result.labels_path == f"{scored}/labels.parquet"
