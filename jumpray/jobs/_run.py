@@ -190,9 +190,7 @@ def tracking_lines(tracker: Any, *, kept_in: str) -> list[str]:
             f"    send them when the server is back: jumpray tracking replay {shown(pending)}",
         ]
     if tracker.run_id is None:
-        return [
-            f"  MLflow: metrics NOT recorded (no run at {uri}, see the warnings); kept in {kept_in}"
-        ]
+        return [f"  MLflow: metrics NOT recorded (MLflow unreachable at {uri}); kept in {kept_in}"]
     lines = [f"  MLflow run {tracker.run_id} at {uri}"]
     if getattr(tracker, "failed", False):
         lines[0] += f" (some records were refused, see the warnings; all numbers are in {kept_in})"

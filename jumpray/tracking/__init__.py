@@ -92,7 +92,7 @@ class NoopTracker:
     def log_dict(self, data: Any, name: str) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
-    def close(self) -> None: ...
+    def close(self, *, wait: bool = True) -> None: ...
 
     def log_pytorch_model(self, model: Any, **options: Any) -> str | None:
         """Log a torch module as an MLflow model; returns its ``runs:/`` URI (None: not logged)."""
@@ -294,26 +294,31 @@ class MlflowTracker(NoopTracker):
         self._record("set_tags", {"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def end(self, status: str = "FINISHED") -> None:
-        """End the run with ``status``, then :meth:`close`."""
+        """End the run with ``status``, then :meth:`close` (a failed or killed job does not wait
+        for the store: it gets one last try)."""
         self._record("end", {"op": "end", "status": status, "end_time": _now_ms()})
-        self.close()
+        self.close(wait=status == "FINISHED")
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         """Send what is held back; save what the store still does not take (module docstring).
 
-        A store that answered earlier in the run gets ``flush_timeout_s`` to come back; one that
-        never answered gets one last try. The saved file is :attr:`pending_path`.
+        With ``wait``, a store that answered earlier in the run gets ``flush_timeout_s`` to come
+        back; otherwise, or if it never answered, it gets one last try. The saved file is
+        :attr:`pending_path`.
         """
         with self._lock:
-            deadline = time.monotonic() + (self.flush_timeout_s if self._reached else 0.0)
-            while len(self._pending):
-                self._deliver_held(now=True)
-                left = deadline - time.monotonic()
-                if not len(self._pending) or left <= 0:
-                    break
-                time.sleep(min(END_PAUSE_S, left))
-            if len(self._pending):
-                self._save_held()
+            patience = self.flush_timeout_s if wait and self._reached else 0.0
+            deadline = time.monotonic() + patience
+            try:
+                while len(self._pending):
+                    self._deliver_held(now=True)
+                    left = deadline - time.monotonic()
+                    if not len(self._pending) or left <= 0:
+                        break
+                    time.sleep(min(END_PAUSE_S, left))
+            finally:  # also on Ctrl-C during the wait: what is held is saved, never lost
+                if len(self._pending):
+                    self._save_held()
 
     def _save_held(self) -> None:
         count = len(self._pending)
@@ -355,6 +360,8 @@ class MlflowTracker(NoopTracker):
             ``runs:/RUN_ID/NAME`` (also when the upload is held back by an outage), or None when
             it could not be logged (a warning says why).
         """
+        if self._client is None:
+            return None
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             try:

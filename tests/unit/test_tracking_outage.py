@@ -276,3 +276,18 @@ def test_cli_replay_exit_codes(store, tmp_path, outage, capsys):
     bad = tmp_path / "other.jsonl"
     bad.write_text('{"format": "something else"}\n')
     assert main(["tracking", "replay", str(bad)]) == 2
+
+
+def test_a_failed_job_does_not_wait_for_the_store(store, tmp_path, outage, monkeypatch):
+    def no_sleep(seconds):
+        raise AssertionError("end('FAILED') waited for the store")
+
+    t = _tracker(store, tmp_path, flush_timeout_s=600)
+    outage.down = True
+    monkeypatch.setattr(tracking.time, "sleep", no_sleep)
+    with pytest.warns(RuntimeWarning) as caught:
+        t.log_metrics({"loss": 1.0}, step=0)
+        t.end("FAILED")
+    assert any("jumpray tracking replay" in str(w.message) for w in caught)
+    ops = read_ops(t.pending_path)[1]
+    assert ops[-1]["op"] == "end" and ops[-1]["status"] == "FAILED"
