@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("tune", "Ray Tune (ASHA) search over the jump interval, K, tau and lr"),
     "bench": ("bench", "Jump-teaching against CE, Co-teaching, JoCoR and cleanlab, side by side"),
     "demo": ("demo", "the whole clean job on Fashion-MNIST with injected noise, locally"),
+    "tracking": ("tracking", "replay: send MLflow records a run saved while the server was down"),
 }
 
 

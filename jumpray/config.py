@@ -406,13 +406,24 @@ class TuneConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    """MLflow. A tracking failure warns and never stops a run unless strict."""
+    """MLflow. A tracking failure warns and never stops a run unless strict; records an outage
+    held back are sent later or saved to OUT/mlflow_pending/ (docs/architecture.md, 'Tracking
+    outages')."""
 
     enabled: bool = True
     uri: str | None = Field(None, description="null = MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     experiment: str = "jumpray"
     run_name: str | None = None
     strict: bool = False
+    flush_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="at the end of a run, how long to wait for a server that went away during "
+        "it before saving the unsent records to OUT/mlflow_pending/",
+    )
+    max_pending: int = Field(
+        1000, ge=1, description="records held in memory during an outage; more go to the file"
+    )
 
     @field_validator("uri")
     @classmethod

@@ -61,7 +61,8 @@ MIN_FREE_MB = int(os.environ.get("JUMPRAY_MIN_FREE_MB", "256"))
 LOGS_DIR = "logs"
 _STAGING = ".staging-"
 # Work state a run keeps in place between attempts; never published, never removed by publish.
-_WORK = ("jumpray_run.json", "train_run.json", "ray_results", LOGS_DIR)
+# mlflow_pending: tracking records an MLflow outage kept back (jumpray.tracking.PENDING_DIR).
+_WORK = ("jumpray_run.json", "train_run.json", "ray_results", LOGS_DIR, "mlflow_pending")
 # What a run publishes (train, score, clean) and what the demo folder holds.
 _RUN_OUTPUTS = (
     "checkpoint",

@@ -189,14 +189,22 @@ def read_inputs(
 
 
 def tracking_lines(tracker: Any, *, kept_in: str) -> list[str]:
-    """The summary's MLflow lines: where the run is and its artifacts, or that nothing was
-    recorded and where the numbers were kept instead."""
+    """The summary's MLflow lines: where the run is and its artifacts, or that records were not
+    sent (saved for ``jumpray tracking replay``) or refused, and where the numbers are kept."""
     uri = getattr(tracker, "uri", None)
     if uri is None:
         return ["  MLflow: off (tracking.enabled=false)"]
-    if getattr(tracker, "failed", False):
+    pending = getattr(tracker, "pending_path", None)
+    if pending is not None:
+        return [
+            f"  MLflow: records NOT sent (MLflow unreachable at {uri}); saved in {shown(pending)}",
+            f"    send them when the server is back: jumpray tracking replay {shown(pending)}",
+        ]
+    if tracker.run_id is None:
         return [f"  MLflow: metrics NOT recorded (MLflow unreachable at {uri}); kept in {kept_in}"]
     lines = [f"  MLflow run {tracker.run_id} at {uri}"]
+    if getattr(tracker, "failed", False):
+        lines[0] += f" (some records were refused, see the warnings; all numbers are in {kept_in})"
     artifacts = getattr(tracker, "artifact_uri", None)
     if artifacts:
         lines.append(f"  MLflow artifacts: {artifacts}")

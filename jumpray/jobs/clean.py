@@ -116,7 +116,7 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
     startup = start_ray(address or cfg.scaling.address)
     from jumpray.score.export import write_clean_shards
     from jumpray.score.pipeline import snapshots_from_refs
-    from jumpray.tracking import build_tracker
+    from jumpray.tracking import PENDING_DIR, build_tracker
     from jumpray.train.launch import fit
 
     stage = session.staging
@@ -129,7 +129,11 @@ def _clean(cfg, session, shards, test_shards, write_shards, address, title):
     if cfg.data.materialize:
         source.materialize()
     startup["startup_materialize_s"] = time.perf_counter() - t1
-    tracker = build_tracker(cfg.tracking, default_name=f"clean-{Path(shards).name}")
+    tracker = build_tracker(
+        cfg.tracking,
+        default_name=f"clean-{Path(shards).name}",
+        pending_dir=session.out / PENDING_DIR,
+    )
     tracker.set_tags({"jumpray.job": "clean"})
     result = None
     try:

@@ -117,7 +117,12 @@ def summary_text(s: dict[str, Any], *, out: Path, noise: str, wall_s: float) -> 
     if s.get("log_path"):
         lines.append(f"  log (Ray's output): {shown(s['log_path'])}")
     tracker = s.get("tracker")
-    if tracker is not None and getattr(tracker, "uri", None) and not tracker.failed:
+    if (
+        tracker is not None
+        and getattr(tracker, "uri", None)
+        and not tracker.failed
+        and tracker.pending_path is None
+    ):
         lines.append(f"  MLflow: mlflow ui --backend-store-uri {tracker.uri}")
         if tracker.artifact_uri:
             lines.append(f"  MLflow artifacts: {tracker.artifact_uri}")

@@ -102,7 +102,7 @@ def _train(
 ) -> tuple[dict[str, Any], Any]:
     """Inside the run session: Ray, the shards, fit, publish; returns (summary, tracker)."""
     from jumpray.jobs._run import read_inputs, resume_name, start_ray
-    from jumpray.tracking import build_tracker
+    from jumpray.tracking import PENDING_DIR, build_tracker
 
     startup = start_ray(address or cfg.scaling.address)
     from jumpray.train.launch import SUMMARY_FILE, fit
@@ -111,7 +111,11 @@ def _train(
     inputs = read_inputs(cfg, shards, test_shards, num_classes=cfg.num_classes)
     train, test = inputs.train, inputs.test
     startup |= inputs.startup
-    tracker = build_tracker(cfg.tracking, default_name=f"train-{Path(shards).name}")
+    tracker = build_tracker(
+        cfg.tracking,
+        default_name=f"train-{Path(shards).name}",
+        pending_dir=session.out / PENDING_DIR,
+    )
     tracker.set_tags({"jumpray.job": "train"})
     try:
         result = fit(

@@ -59,7 +59,7 @@ from jumpray.log import get_logger
 from jumpray.plots import plot_selection_curves
 from jumpray.ray_utils import materialize_in_order
 from jumpray.storage import is_uri, redact
-from jumpray.tracking import NoopTracker, build_tracker
+from jumpray.tracking import PENDING_DIR, NoopTracker, build_tracker
 from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue
 from jumpray.train.rows import TRAIN_COLUMNS, DatasetBatches
 from jumpray.train.snapshots import create_snapshot_store, store_name
@@ -262,7 +262,9 @@ def fit(
     store = create_snapshot_store(store_id, keep=cfg.snapshots.keep)
     own_tracker = tracker is None
     if tracker is None:
-        tracker = build_tracker(cfg.tracking, default_name=run_name)
+        tracker = build_tracker(
+            cfg.tracking, default_name=run_name, pending_dir=work_dir / PENDING_DIR
+        )
     tracker.log_params(config_to_flat_dict(cfg))
     tracker.set_tags({"jumpray.run_name": run_name, "jumpray.shards": train.info.folder})
 

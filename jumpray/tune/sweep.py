@@ -33,7 +33,7 @@ from jumpray.config import RunConfig
 from jumpray.errors import ConfigError
 from jumpray.files import write_json
 from jumpray.log import get_logger
-from jumpray.tracking import NoopTracker, build_tracker
+from jumpray.tracking import PENDING_DIR, NoopTracker, build_tracker
 from jumpray.tune.ledger import RayLedger, settle, take_ledger
 from jumpray.tune.report import (
     BEST_FILE,
@@ -137,8 +137,13 @@ def _saved_run(out: Path, shards: Path, test_shards: Path | None) -> dict[str, A
     return saved
 
 
-def _parent_tracker(cfg: RunConfig, run_id: str | None, shards: Path) -> NoopTracker:
-    return build_tracker(cfg.tracking, default_name=f"tune-{shards.name}", run_id=run_id)
+def _parent_tracker(cfg: RunConfig, run_id: str | None, shards: Path, out: Path) -> NoopTracker:
+    return build_tracker(
+        cfg.tracking,
+        default_name=f"tune-{shards.name}",
+        run_id=run_id,
+        pending_dir=out / PENDING_DIR,
+    )
 
 
 def run_sweep(
@@ -189,7 +194,7 @@ def run_sweep(
     planned = count_trials(space, cfg.tune.searcher, cfg.tune.num_samples)
     concurrency = trial_concurrency(cfg, ray.cluster_resources(), num_trials=planned)
     before = take_ledger()
-    parent = _parent_tracker(cfg, saved.get("parent_run_id"), shards)
+    parent = _parent_tracker(cfg, saved.get("parent_run_id"), shards, out)
     write_json(
         out / RUN_FILE,
         {

@@ -31,7 +31,7 @@ from jumpray.config import RunConfig, config_to_flat_dict
 from jumpray.errors import ConfigError
 from jumpray.files import write_json
 from jumpray.log import get_logger
-from jumpray.tracking import NoopTracker, build_tracker
+from jumpray.tracking import PENDING_DIR, NoopTracker, build_tracker
 from jumpray.tune.space import plain_values, trial_config
 from jumpray.tune.trial import TRIALS_DIR
 
@@ -176,13 +176,17 @@ class SweepTracker(Callback):
         record = self.records[trial_id]
         # A trial's run is named by its id, never by tracking.run_name (the sweep's run has it).
         tc = self.cfg.tracking.model_copy(update={"run_name": None})
+        pending = Path(self.out) / PENDING_DIR
         if self.parent_run_id is None or not tc.enabled:
             tracker = NoopTracker()
         elif record.get("mlflow_run_id"):
-            tracker = build_tracker(tc, run_id=record["mlflow_run_id"])
+            tracker = build_tracker(tc, run_id=record["mlflow_run_id"], pending_dir=pending)
         else:
             tracker = build_tracker(
-                tc, default_name=f"trial-{trial_id}", parent_run_id=self.parent_run_id
+                tc,
+                default_name=f"trial-{trial_id}",
+                parent_run_id=self.parent_run_id,
+                pending_dir=pending,
             )
             record["mlflow_run_id"] = tracker.run_id
             tracker.log_params(self._trial_params(record["params"]))

@@ -48,7 +48,8 @@ def test_tracker_writes_params_metrics_artifacts_to_sqlite(tmp_path, monkeypatch
     ]
 
 
-def test_unreachable_server_warns_and_never_raises(monkeypatch):
+def test_unreachable_server_warns_and_never_raises(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default pending folder is ./mlflow_pending
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with warnings.catch_warnings(record=True) as caught:
@@ -58,6 +59,9 @@ def test_unreachable_server_warns_and_never_raises(monkeypatch):
         t.end()
     assert t.run_id is None
     assert any("training continues" in str(w.message) for w in caught)
+    # Nothing is dropped: the run, its metrics and its end wait in ./mlflow_pending for a replay.
+    assert t.pending_path is not None and t.pending_path.parent == tmp_path / "mlflow_pending"
+    assert any("jumpray tracking replay" in str(w.message) for w in caught)
 
 
 def test_strict_tracking_raises(monkeypatch):
