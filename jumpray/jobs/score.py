@@ -100,10 +100,14 @@ def run_score(
 
     served, named = None, checkpoint
     if is_model_uri(checkpoint):
-        from jumpray.tracking import load_pytorch_model
+        import tempfile
+
+        from jumpray.models.serving import load_probability_model
+        from jumpray.tracking import download_model
 
         uri = load_config(config, overrides).tracking.uri
-        served = load_pytorch_model(str(checkpoint), tracking_uri=uri)
+        with tempfile.TemporaryDirectory(prefix="jumpray-model-") as tmp:
+            served = load_probability_model(download_model(str(checkpoint), tmp, tracking_uri=uri))
         base = dict(getattr(served, "config", None) or {})
     else:
         from jumpray.checkpoint import load_checkpoint

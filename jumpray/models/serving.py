@@ -14,6 +14,7 @@ computes with one snapshot, and ``jumpray score --checkpoint models:/NAME/VERSIO
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from jumpray.data.augment import make_augmenter
+from jumpray.errors import DataError
 from jumpray.models.network import build_model
 
 __all__ = ["ProbabilityModel", "build_probability_model", "example_images"]
@@ -85,6 +87,46 @@ class ProbabilityModel(nn.Module):
         x = self.augmenter.test(images).to(device)
         logits, _ = self.net(x)
         return torch.softmax(logits.float() / self.temperature, dim=1)
+
+
+# Beside the MLflow model files: the weights and settings as tensors and plain values only, so
+# jumpray loads a logged model with torch.load(weights_only=True) and never unpickles code (MLflow's
+# own loader unpickles the module: that is for pyfunc users who trust the store).
+WEIGHTS_FILE = "jumpray_weights.pt"
+
+
+def weights_record(model: ProbabilityModel) -> dict[str, Any]:
+    """What :func:`load_probability_model` rebuilds ``model`` from (weights-only loadable)."""
+    return {
+        "weights": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
+        "model_args": dict(model.model_args),
+        "data": {k: list(v) if isinstance(v, list | tuple) else v for k, v in model.data.items()},
+        "image_size": model.image_size,
+        "temperature": model.temperature,
+        "class_names": list(model.class_names),
+        "config": model.config,
+        "epoch": model.epoch,
+    }
+
+
+def load_probability_model(folder: str | Path) -> ProbabilityModel:
+    """The :class:`ProbabilityModel` of a logged MLflow model folder, from its
+    :data:`WEIGHTS_FILE` (``torch.load(weights_only=True)``: nothing is unpickled).
+
+    Raises:
+        DataError: the folder has no :data:`WEIGHTS_FILE` (a model logged by another tool, or
+            before jumpray wrote it), naming the folder and the fix.
+    """
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{folder} has no {WEIGHTS_FILE}: not a model logged by this jumpray, and loading "
+            "its pickled module would run code from the store",
+            fix="score with the run's checkpoint folder (OUT/checkpoint), or retrain to log it again",
+        )
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    weights = record.pop("weights")
+    return build_probability_model(weights, **record)
 
 
 def build_probability_model(

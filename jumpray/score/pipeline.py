@@ -191,7 +191,7 @@ def snapshots_from_served(model: Any, *, source: str | None = None) -> SnapshotS
 
     Args:
         model: a :class:`~jumpray.models.serving.ProbabilityModel` (from
-            :func:`jumpray.tracking.load_pytorch_model`).
+            :func:`jumpray.models.serving.load_probability_model`).
         source: the model URI, for the summary.
 
     Raises:

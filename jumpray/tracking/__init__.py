@@ -39,7 +39,7 @@ __all__ = [
     "NoopTracker",
     "build_tracker",
     "resolve_tracking_uri",
-    "load_pytorch_model",
+    "download_model",
     "is_model_uri",
     "replay",
     "ReplayResult",
@@ -341,6 +341,7 @@ class MlflowTracker(NoopTracker):
         name: str = "model",
         input_example: Any = None,
         metadata: Mapping[str, Any] | None = None,
+        extra_files: Mapping[str, Any] | None = None,
     ) -> str | None:
         """Log ``model`` as an MLflow model (``mlflow.pytorch`` flavour) under ``name``.
 
@@ -355,6 +356,8 @@ class MlflowTracker(NoopTracker):
             name: the artifact folder.
             input_example: a numpy batch the model accepts.
             metadata: JSON-ready values stored in MLmodel.
+            extra_files: file name -> a value ``torch.save`` writes into the model folder
+            (the weights-only record jumpray loads the model from).
 
         Returns:
             ``runs:/RUN_ID/NAME`` (also when the upload is held back by an outage), or None when
@@ -365,7 +368,7 @@ class MlflowTracker(NoopTracker):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             try:
-                _save_pytorch_model(model, path, input_example, metadata)
+                _save_pytorch_model(model, path, input_example, metadata, extra_files or {})
             except Exception as exc:
                 if self.strict:
                     raise TrackingError(f"MLflow log_model failed: {exc}") from exc
@@ -379,7 +382,9 @@ class MlflowTracker(NoopTracker):
         return f"runs:/{self.run_id}/{name}"
 
 
-def _save_pytorch_model(model: Any, path: Path, input_example: Any, metadata: Any) -> None:
+def _save_pytorch_model(
+    model: Any, path: Path, input_example: Any, metadata: Any, extra_files: Mapping[str, Any]
+) -> None:
     """``mlflow.pytorch.save_model`` of ``model`` into the folder ``path`` (see
     :meth:`MlflowTracker.log_pytorch_model`)."""
     import mlflow.pytorch
@@ -405,6 +410,8 @@ def _save_pytorch_model(model: Any, path: Path, input_example: Any, metadata: An
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "jumpray"],
         serialization_format="pickle",
     )
+    for file_name, value in extra_files.items():
+        torch.save(value, path / file_name)
 
 
 Tracker = NoopTracker
@@ -415,25 +422,30 @@ def is_model_uri(value: str | Path) -> bool:
     return str(value).startswith(MODEL_URI_SCHEMES)
 
 
-def load_pytorch_model(uri: str, *, tracking_uri: str | None = None) -> Any:
-    """Load a model logged by :meth:`MlflowTracker.log_pytorch_model` as a torch module (CPU).
+def download_model(uri: str, dst: str | Path, *, tracking_uri: str | None = None) -> Path:
+    """Download the files of a logged MLflow model into ``dst`` (nothing is loaded: jumpray
+    rebuilds its models from their weights-only record, :mod:`jumpray.models.serving`).
 
     Args:
         uri: ``runs:/RUN_ID/model``, ``models:/NAME/VERSION`` or any MLflow model URI.
+        dst: an existing folder.
         tracking_uri: the store the URI refers to (:func:`resolve_tracking_uri`); the global
             MLflow tracking URI is restored afterwards.
 
+    Returns:
+        The downloaded model folder.
+
     Raises:
-        TrackingError: the model cannot be loaded (the message names the URI and the store).
+        TrackingError: the model cannot be fetched (the message names the URI and the store).
     """
     import mlflow
-    import mlflow.pytorch
+    import mlflow.artifacts
 
     store = resolve_tracking_uri(tracking_uri)
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(store)
     try:
-        return mlflow.pytorch.load_model(uri, map_location="cpu")
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except Exception as exc:
         raise TrackingError(
             f"cannot load the MLflow model {uri} from {store} ({type(exc).__name__}: {exc}); "

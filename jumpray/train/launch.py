@@ -640,7 +640,12 @@ def log_served_model(
     probabilities out; returns its ``runs:/`` URI, or None when not tracked."""
     if tracker.run_id is None:
         return None
-    from jumpray.models.serving import build_probability_model, example_images
+    from jumpray.models.serving import (
+        WEIGHTS_FILE,
+        build_probability_model,
+        example_images,
+        weights_record,
+    )
 
     served = build_probability_model(
         state["model"],
@@ -664,5 +669,8 @@ def log_served_model(
         "epoch": served.epoch,
     }
     return tracker.log_pytorch_model(
-        served, input_example=example_images(served), metadata=metadata
+        served,
+        input_example=example_images(served),
+        metadata=metadata,
+        extra_files={WEIGHTS_FILE: weights_record(served)},
     )

@@ -93,11 +93,6 @@ def test_every_torch_load_is_weights_only_and_nothing_else_unpickles_files():
     assert loads >= 1  # jumpray.checkpoint.load_checkpoint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jumpray.tracking.load_pytorch_model (jumpray score --checkpoint runs:/...) loads the "
-    "MLflow model with mlflow.pytorch.load_model, which unpickles the whole module",
-)
 def test_mlflow_models_load_weights_only():
     for name, text in _library_sources():
         assert "mlflow.pytorch.load_model(" not in text, name
