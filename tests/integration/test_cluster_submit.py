@@ -200,7 +200,8 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
         # Which Python and which jumpray the job runs: the venv's, from the uploaded working dir.
         probe = "import sys, importlib.util as u; print('PROBE', sys.executable, "
         probe += "u.find_spec('jumpray').origin)"
-        entrypoint = f"{shlex.join(['python', '-c', probe])} && {shlex.join(clean)}"
+        # `ray job submit -- ARGS` quotes each argument: a compound command needs its own shell.
+        entrypoint = ["sh", "-c", f"{shlex.join(['python', '-c', probe])} && {shlex.join(clean)}"]
         # The Train V2 cleaner talks to the State API; with a second Ray on the machine it must
         # be pointed at this cluster's dashboard (docs/architecture.md, 'Ray notes: placement
         # group cleanup').
@@ -216,7 +217,7 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
             "--runtime-env-json",
             json.dumps(runtime_env),
             "--",
-            entrypoint,
+            *entrypoint,
         )
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
