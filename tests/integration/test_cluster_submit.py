@@ -48,7 +48,8 @@ NODE_PORTS = (
 
 
 def _free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held together while chosen, so they differ)."""
+    """n distinct free loopback ports (held together while chosen, so they differ; choose every
+    port of a test in one call: a port released by one call can come back from the next)."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -59,9 +60,9 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _node_flags() -> list[str]:
+def _node_flags(ports: list[int]) -> list[str]:
     flags = []
-    for flag, port in zip(NODE_PORTS, _free_ports(len(NODE_PORTS)), strict=True):
+    for flag, port in zip(NODE_PORTS, ports, strict=True):
         flags += [flag, str(port)]
     return flags
 
@@ -90,11 +91,16 @@ def _alive_nodes(dashboard: str, token: str) -> int:
     return sum(node["state"] == "ALIVE" for node in nodes)
 
 
-def _wait_for_nodes(dashboard: str, token: str, procs: list[subprocess.Popen], n: int) -> None:
+def _wait_for_nodes(
+    dashboard: str, token: str, procs: list[subprocess.Popen], n: int, logs: Path
+) -> None:
+    """Until the State API shows n ALIVE nodes; fails with the nodes' logs if one exits."""
     deadline = time.monotonic() + 180
     while True:
         for proc in procs:
-            assert proc.poll() is None, f"ray start exited early ({proc.args})"
+            if proc.poll() is not None:
+                tails = [p.read_text()[-3000:] for p in sorted(logs.glob("*.log"))]
+                pytest.fail(f"ray start exited early: {proc.args}\n" + "\n".join(tails))
         try:
             if _alive_nodes(dashboard, token) >= n:
                 return
@@ -165,7 +171,8 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
         timeout=120,
     )
     token = (home / ".ray" / "auth_token").read_text().strip()
-    gcs_port, dash_port, client_port = _free_ports(3)
+    n = len(NODE_PORTS)
+    gcs_port, dash_port, client_port, *node_ports = _free_ports(3 + 2 * n)
     dashboard = f"http://127.0.0.1:{dash_port}"
     # `python` in a job resolves through the node's PATH: the venv's bin first, as if activated
     # (docs/architecture.md, 'Ray notes: job entrypoint').
@@ -179,20 +186,20 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
     head_cmd += ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     head_cmd += ["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port)]
     head_cmd += ["--ray-client-server-port", str(client_port), "--temp-dir", str(root / "h")]
-    head_cmd += ["--object-store-memory", str(256 * 1024**2), *_node_flags()]
+    head_cmd += ["--object-store-memory", str(256 * 1024**2), *_node_flags(node_ports[:n])]
     worker_cmd = [str(RAY), "start", "--block", "--address", f"127.0.0.1:{gcs_port}"]
     worker_cmd += ["--node-ip-address", "127.0.0.1", "--num-cpus", "1"]
     worker_cmd += ["--temp-dir", str(root / "w"), "--object-store-memory", str(256 * 1024**2)]
-    worker_cmd += _node_flags()
+    worker_cmd += _node_flags(node_ports[n:])
     logs = tmp_path / "logs"
     logs.mkdir()
 
     started: list[subprocess.Popen] = []  # stopped in reverse order: worker node, then head
     try:
         started.append(_popen(head_cmd, node_env, logs / "head.log"))
-        _wait_for_nodes(dashboard, token, started, 1)
+        _wait_for_nodes(dashboard, token, started, 1, logs)
         started.append(_popen(worker_cmd, node_env, logs / "worker.log"))
-        _wait_for_nodes(dashboard, token, started, 2)
+        _wait_for_nodes(dashboard, token, started, 2, logs)
 
         job_id = f"jumpray-clean-{secrets.token_hex(4)}"
         clean = ["python", "-m", "jumpray.cli", "clean", "--shards", str(shards)]
