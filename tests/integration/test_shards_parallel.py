@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,15 +23,6 @@ build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build)
 
 
-def _members(folder: Path) -> list[tuple[str, bytes]]:
-    index = json.loads((folder / "index.json").read_text())
-    out = []
-    for shard in index["shards"]:
-        with tarfile.open(folder / shard["file"]) as tar:
-            out += [(m.name, tar.extractfile(m).read()) for m in tar]
-    return out
-
-
 def test_parallel_equals_serial_on_ray(tmp_path, ray_cluster, capsys):
     root = tmp_path / "root"
     for k, img in enumerate(build.tiny_images(6, size=6, channels=3, seed=3)):
@@ -49,7 +39,7 @@ def test_parallel_equals_serial_on_ray(tmp_path, ray_cluster, capsys):
     argv = ["shards", "from-list", str(listed), "--out", str(tmp_path / "p"), "--parallel", "2"]
     assert main([*argv, *common]) == 0
     assert "39 in" in capsys.readouterr().out
-    assert _members(tmp_path / "p") == _members(tmp_path / "s")
+    assert build.shard_members(tmp_path / "p") == build.shard_members(tmp_path / "s")
     serial, par = (json.loads((tmp_path / d / "index.json").read_text()) for d in "sp")
     serial.pop("shards"), par.pop("shards")
     assert par == serial
@@ -59,7 +49,7 @@ def test_parallel_equals_serial_on_ray(tmp_path, ray_cluster, capsys):
     # A folder source in 3 tasks.
     write_from_folder(root, out=tmp_path / "fs")
     write_from_folder(root, out=tmp_path / "fp", parallel=3)
-    assert _members(tmp_path / "fp") == _members(tmp_path / "fs")
+    assert build.shard_members(tmp_path / "fp") == build.shard_members(tmp_path / "fs")
     # Under on_error=raise the task's error reaches the caller as itself, naming the line.
     with pytest.raises(DataError, match=r"list.txt, line 3: c0/gone.png: image file unreadable"):
         write_from_list(listed, root=root, out=tmp_path / "bad", num_classes=3, parallel=2)

@@ -94,6 +94,16 @@ def truncate(path: Path, keep_bytes: int) -> None:
     path.write_bytes(data[:keep_bytes])
 
 
+def shard_members(folder: Path) -> list[tuple[str, bytes]]:
+    """Every tar member (name, bytes) of a shard folder, in index.json's shard order."""
+    index = json.loads((folder / "index.json").read_text())
+    out = []
+    for shard in index["shards"]:
+        with tarfile.open(folder / shard["file"]) as tar:
+            out += [(m.name, tar.extractfile(m).read()) for m in tar]
+    return out
+
+
 def file_size(path: Path) -> int:
     return os.path.getsize(path)
 

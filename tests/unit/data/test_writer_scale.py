@@ -5,12 +5,10 @@ the driver give the samples of a serial run."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,7 +19,7 @@ from jumpray.data.filelist import ListEntries, walk_sorted
 from jumpray.data.writer import ShardWriter
 from jumpray.errors import DataError
 
-from ._build import png_bytes, tiny_images
+from ._build import png_bytes, shard_members, tiny_images
 
 
 def _source(tmp_path: Path, n: int, *, missing: tuple[int, ...] = ()) -> tuple[Path, Path]:
@@ -35,16 +33,6 @@ def _source(tmp_path: Path, n: int, *, missing: tuple[int, ...] = ()) -> tuple[P
     listed = tmp_path / "list.txt"
     listed.write_text("\n".join(lines) + "\n")
     return root, listed
-
-
-def _members(folder: Path) -> list[tuple[str, bytes]]:
-    """Every tar member (name, bytes) in index.json's shard order."""
-    index = json.loads((folder / "index.json").read_text())
-    out = []
-    for shard in index["shards"]:
-        with tarfile.open(folder / shard["file"]) as tar:
-            out += [(m.name, tar.extractfile(m).read()) for m in tar]
-    return out
 
 
 def test_the_list_is_streamed_one_entry_at_a_time(tmp_path, monkeypatch):
@@ -150,7 +138,7 @@ def test_parallel_parts_give_the_serial_samples(tmp_path, monkeypatch, parallel)
     serial = convert.write_from_list(listed, out=tmp_path / "serial", **options)
     monkeypatch.setattr(convert, "_run_parts", _in_process)
     par = convert.write_from_list(listed, out=tmp_path / "par", parallel=parallel, **options)
-    assert _members(tmp_path / "par") == _members(tmp_path / "serial")
+    assert shard_members(tmp_path / "par") == shard_members(tmp_path / "serial")
     assert (par.num_samples, par.mean, par.std, par.noise, par.extra) == (
         serial.num_samples,
         serial.mean,
