@@ -255,6 +255,11 @@ class ScalingConfig(_Strict):
     storage_path: str | None = Field(
         None, description="Ray Train storage; null = <out>/ray_results"
     )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="Ray Train workers' placement group: PACK fills a node first; "
+        "STRICT_SPREAD puts each worker on its own node",
+    )
 
     @field_validator("address", "storage_path")
     @classmethod

@@ -436,7 +436,10 @@ def _fit_ray(
         train_fn_per_worker,
         train_loop_config={SPEC_KEY: spec},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources
+            num_workers=sc.num_workers,
+            use_gpu=sc.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=sc.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=run_name,

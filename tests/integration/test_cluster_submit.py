@@ -3,9 +3,10 @@
 The test starts a head and a second node (``ray start --block``, each its own process, its own
 ``--temp-dir`` and ports, the token in an isolated HOME), submits the clean job with
 ``ray job submit --working-dir <repo>``, checks every row of its outputs, shows that submissions
-without the token or with a wrong one are refused, and stops exactly the two processes it started
-(never ``ray stop``: other Ray instances on the machine stay up). Other tests' session Ray is not
-used. About 2 minutes on an idle 2-core box.
+without the token or with a wrong one are refused, then runs the worker-kill drill on the same
+cluster (``_drill_worker_kill.py``: a Train worker SIGKILLed mid-epoch, one worker per node), and
+stops exactly the two processes it started (never ``ray stop``: other Ray instances on the
+machine stay up). Other tests' session Ray is not used. About 3 minutes on an idle 2-core box.
 """
 
 from __future__ import annotations
@@ -245,6 +246,34 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
         assert python == sys.executable
         assert "runtime_resources" in origin and str(ROOT) not in origin
         _check_outputs(out)
+
+        # The fault drill of issue 17: a Train worker SIGKILLed mid-epoch, one worker per node.
+        marker = tmp_path / "killed.txt"
+        drill = ["python", "tests/integration/_drill_worker_kill.py", str(shards), str(marker)]
+        job_id = f"jumpray-drill-{secrets.token_hex(4)}"
+        submitted = _submit(
+            _clean_env(HOME=str(home), RAY_AUTH_MODE="token"),
+            dashboard,
+            "--no-wait",
+            "--submission-id",
+            job_id,
+            "--working-dir",
+            str(ROOT),
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            *drill,
+        )
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        status, job_logs = _wait_for_job(dashboard, token, job_id)
+        line = next((x for x in job_logs.splitlines() if x.startswith("DRILL ")), None)
+        assert status == "SUCCEEDED" and line is not None, job_logs[-5000:]
+        facts = json.loads(line.removeprefix("DRILL "))
+        assert marker.exists()  # the kill happened
+        assert facts["worker_nodes"] == 2  # one worker on each node
+        assert facts["epochs"] == [0, 1, 2] and max(facts["attempt_start_epoch"]) >= 1
+        assert facts["every_sample_once"] and facts["flags_same_on_all_ranks"]
+        assert facts["visits_per_sample"] == [3] and facts["num_samples"] == N
     finally:
         try:
             _stop(started[::-1], str(root))
