@@ -213,11 +213,11 @@ def one_size(folder: Path, out: Path, cfg: Any, store_mib: int, every_s: float) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[13_000, 26_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[12_000, 24_000])
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--per-shard", type=int, default=1_000)
     parser.add_argument(
-        "--store-mib", type=int, default=80, help="object store of each Ray (Ray's least: 75)"
+        "--store-mib", type=int, default=75, help="object store of each Ray, MiB (Ray allows no less)"
     )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--every", type=float, default=0.2, help="memory sampling period, s")
@@ -284,10 +284,10 @@ def _table(r: dict[str, Any]) -> str:
         f"{r['load_avg_at_start'][0]} -> {r['load_avg_at_end'][0]}",
         f"{'samples':>8} {'decoded MiB':>11} {'x store':>7} {'streams':>7} {'epoch s':>7} "
         f"{'samples/s':>9} {'peak PSS MiB':>12} {'peak RSS MiB':>12} {'store MiB':>9} "
-        + " ".join(f"{k:>17}" for k in KINDS),
+        + " ".join(f"{k:>{len(k)}}" for k in KINDS),
     ]
     for x in r["runs"]:
-        kinds = " ".join(f"{x['peak_pss_mib'].get(k, 0.0):17.0f}" for k in KINDS)
+        kinds = " ".join(f"{x['peak_pss_mib'].get(k, 0.0):{len(k)}.0f}" for k in KINDS)
         lines.append(
             f"{x['samples']:8d} {x['decoded_mib']:11.0f} {x['decoded_mib'] / r['store_mib']:7.1f} "
             f"{x['streams']!s:>7} {x['epoch_s']:7.1f} {x['epoch_samples_per_s']:9.0f} "

@@ -134,6 +134,7 @@ class ShardSource:
     _sink: Any = None
     max_quarantine_fraction: float = 1.0
     _late: list[tuple[str, str, int, str]] | None = None
+    _said_streams: bool = False
 
     def close(self) -> None:
         """End the quarantine sink actor, keeping the rows it collected (call when the dataset
@@ -197,7 +198,8 @@ class ShardSource:
 
     def fits_object_store(self, store_bytes: float | None = None) -> bool:
         """Whether the decoded rows fit in :data:`STORE_SHARE` of the object store (the one
-        estimate behind every "materialize or stream" choice); logs one line when they do not.
+        estimate behind every "materialize or stream" choice); logs one line, once per source,
+        when they do not (the clean job asks first, then the training launcher).
 
         Args:
             store_bytes: the object store's size; None = the running cluster's.
@@ -209,6 +211,9 @@ class ShardSource:
         need = self.decoded_bytes()
         if need <= store_bytes * STORE_SHARE:
             return True
+        if self._said_streams:
+            return False
+        self._said_streams = True
         log.info(
             "%s: streaming, not materializing: %.0f MB of decoded rows > %.0f %% of the object "
             "store (%.0f MB)",
