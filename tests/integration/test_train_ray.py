@@ -352,6 +352,8 @@ def test_streamed_rows_keep_the_jump_semantics_of_rows_in_memory(
     # Over the budget (materialize on, the share of the object store forced to nothing): the
     # launcher streams, 2 workers, shuffled; each epoch still covers every idx exactly once.
     monkeypatch.setattr(shards_module, "STORE_SHARE", 1e-9)
+    # A CLI run earlier in the session leaves the jumpray logger unpropagated (setup_logging).
+    monkeypatch.setattr(logging.getLogger("jumpray"), "propagate", True)
     with caplog.at_level(logging.INFO, logger="jumpray"):
         over = run("over", 2)
     assert "streaming, not materializing" in caplog.text
