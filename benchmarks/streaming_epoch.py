@@ -8,12 +8,15 @@ through Ray Data every epoch instead of materializing them. One run does:
    under ``--work`` (kept for later runs); each size is a folder of symlinks to its first shards
    (``score_scale.subset``), so every size reads the same bytes;
 2. for each size, in a fresh local Ray with a ``--store-mib`` object store (2 CPUs), runs
-   :func:`jumpray.train.launch.fit` for one Jump-teaching epoch (selection from the first epoch:
-   ``jump.warmup_epochs=0``), 1 Ray Train worker, ``data.materialize`` on (the default), so the
-   launcher itself decides to stream; and samples, every ``--every`` s, the memory of the whole
-   process tree (driver, Ray daemons, Ray workers) with psutil: RSS and PSS per process, summed
-   per process kind (RSS counts the object-store pages once per process that maps them; PSS
-   splits them), and the object store's bytes in use and spilled (from the raylet).
+   :func:`jumpray.train.launch.fit` for one epoch of ``--method``, 1 Ray Train worker,
+   ``data.materialize`` on (the default), so the launcher itself decides to stream.
+   Jump-teaching selects from the first epoch (``jump.warmup_epochs=0``), so its gate is still
+   closed (the official initial flags): every sample is forwarded and gets its flag recorded,
+   nothing is back-propagated; ``--method ce`` trains every sample. Every ``--every`` s it
+   samples the memory of the whole process tree (driver, Ray daemons, Ray workers) with psutil:
+   RSS and PSS per process, summed per process kind (RSS counts the object-store pages once per
+   process that maps them; PSS splits them), and the object store's bytes in use and spilled
+   (from the raylet).
 
 Reported per size: samples/s of the epoch (the worker's ``epoch_time_s``) and of the whole
 ``fit``, the peak PSS and RSS sums (total and per kind), the peak object store use, and the
@@ -217,9 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--per-shard", type=int, default=1_000)
     parser.add_argument(
-        "--store-mib", type=int, default=75, help="object store of each Ray, MiB (Ray allows no less)"
+        "--store-mib",
+        type=int,
+        default=75,
+        help="object store of each Ray, MiB (Ray allows no less)",
     )
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--method",
+        default="jumpteaching",
+        help="jumpteaching: its first epoch, gate closed (forward passes and flag records, no "
+        "backward); ce: every sample trained (forward + backward)",
+    )
     parser.add_argument("--every", type=float, default=0.2, help="memory sampling period, s")
     parser.add_argument("--work", type=Path, default=Path("/tmp/jumpray-streaming"))
     parser.add_argument("--lock", type=Path, default=None, help="flock this file around Ray")
@@ -236,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(
         None,
         {
+            "method": {"name": args.method},
             "train": {"epochs": 1, "batch_size": args.batch_size},
             "jump": {"warmup_epochs": 0},
             "scaling": {"num_workers": 1},
