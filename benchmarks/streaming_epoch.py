@@ -201,7 +201,7 @@ def one_size(folder: Path, out: Path, cfg: Any, store_mib: int, every_s: float) 
         "num_unique_seen": epoch["num_unique_seen"],
         "num_seen_multiple": epoch["num_seen_multiple"],
         "num_unseen": epoch["num_unseen"],
-        "selected_fraction": epoch["selected_fraction"],
+        "selected_fraction": epoch.get("selected_fraction", float("nan")),
         "epoch_s": round(epoch["epoch_time_s"], 1),
         "epoch_samples_per_s": round(n / epoch["epoch_time_s"], 1),
         "read_and_fit_wall_s": round(wall, 1),
