@@ -56,6 +56,18 @@ log = get_logger(__name__)
 # Ray Data: the only place a shard folder becomes a Dataset
 
 
+# Decoded rows are materialized only when they take at most this share of the object store: the
+# rest is for Ray Data's blocks in flight, the snapshots and what the job puts there meanwhile.
+STORE_SHARE = 0.5
+# Bytes a decoded row takes beside its image: idx, the labels, the key and shard strings.
+_ROW_EXTRA_BYTES = 64
+
+
+def _row_bytes(channels: int, hw: Sequence[int]) -> int:
+    """Bytes of one decoded row: its (C, H, W) uint8 image and the other columns."""
+    return int(channels) * int(hw[0]) * int(hw[1]) + _ROW_EXTRA_BYTES
+
+
 @dataclass
 class ShardInfo:
     """What a reader of :attr:`ShardSource.dataset` needs to know about the folder.
@@ -122,6 +134,7 @@ class ShardSource:
     _sink: Any = None
     max_quarantine_fraction: float = 1.0
     _late: list[tuple[str, str, int, str]] | None = None
+    _said_streams: bool = False
 
     def close(self) -> None:
         """End the quarantine sink actor, keeping the rows it collected (call when the dataset
@@ -178,29 +191,53 @@ class ShardSource:
             cfg, channels=self.info.channels, image_hw=self.info.image_hw, mean=mean, std=std
         )
 
-    def materialize(self) -> bool:
-        """Decode every row once into the object store, when the rows fit in half its free space.
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded rows (every column), as the object store would hold them."""
+        h, w = self.info.image_hw
+        return self.scan.num_good * _row_bytes(self.info.channels, (h, w))
 
-        Every later pass (training epochs, scoring) then reads the decoded rows instead of the
-        tars, and needs no CPU for reading. Returns whether the rows are materialized.
+    def fits_object_store(self, store_bytes: float | None = None) -> bool:
+        """Whether the decoded rows fit in :data:`STORE_SHARE` of the object store (the one
+        estimate behind every "materialize or stream" choice); logs one line, once per source,
+        when they do not (the clean job asks first, then the training launcher).
+
+        Args:
+            store_bytes: the object store's size; None = the running cluster's.
         """
         import ray
+
+        if store_bytes is None:
+            store_bytes = ray.cluster_resources().get("object_store_memory", 0.0)
+        need = self.decoded_bytes()
+        if need <= store_bytes * STORE_SHARE:
+            return True
+        if self._said_streams:
+            return False
+        self._said_streams = True
+        log.info(
+            "%s: streaming, not materializing: %.0f MB of decoded rows > %.0f %% of the object "
+            "store (%.0f MB)",
+            self.info.folder,
+            need / 2**20,
+            100 * STORE_SHARE,
+            store_bytes / 2**20,
+        )
+        return False
+
+    def materialize(self) -> bool:
+        """Decode every row once into the object store, when they fit (:meth:`fits_object_store`).
+
+        Every later pass (training epochs, scoring) then reads the decoded rows instead of the
+        tars, and needs no CPU for reading; rows that do not fit stream on every pass. Returns
+        whether the rows are materialized.
+        """
         from ray.data.dataset import MaterializedDataset
 
         from jumpray.ray_utils import materialize_in_order
 
         if isinstance(self.dataset, MaterializedDataset):
             return True
-        h, w = self.info.image_hw
-        need = self.scan.num_good * (self.info.channels * h * w + 64)
-        store = ray.available_resources().get("object_store_memory", 0.0)
-        if need > store / 2:
-            log.info(
-                "%s: not materializing: %.0f MB of rows > half the free object store (%.0f MB)",
-                self.info.folder,
-                need / 2**20,
-                store / 2**20,
-            )
+        if not self.fits_object_store():
             return False
         self.dataset = materialize_in_order(self.dataset)
         return True
@@ -493,8 +530,7 @@ def read_shards(
         "on_error": on_error,
         "batch_rows": batch_rows,
     }
-    row_bytes = int(channels) * int(hw[0]) * int(hw[1]) + 64
-    source = _shard_datasource(scan, options, sink, row_bytes)
+    source = _shard_datasource(scan, options, sink, _row_bytes(channels, hw))
     compute = ray.data.TaskPoolStrategy(size=read_parallelism) if read_parallelism else None
     num_tasks = sum(1 for s in scan.shards if len(scan.drop[s.file]) < len(s.keys))
     # One block stream per tar: without this Ray splits blocks and stops fusing map_batches.

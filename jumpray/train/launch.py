@@ -352,24 +352,14 @@ def _prepare(cfg: RunConfig, source: ShardSource) -> tuple[Any, bool]:
 
     An already materialized source is used as it is (the workers pick the tensor columns when
     they load it); otherwise the tensor columns are materialized when ``data.materialize`` and
-    they fit in half the object store, else they stream.
+    they fit (:meth:`~jumpray.data.shards.ShardSource.fits_object_store`), else they stream.
     """
     from ray.data.dataset import MaterializedDataset
 
     if isinstance(source.dataset, MaterializedDataset):
         return source.dataset, True
     ds = source.dataset.select_columns(TRAIN_COLUMNS)
-    if not cfg.data.materialize:
-        return ds, False
-    h, w = source.info.image_hw
-    approx = source.info.num_samples * (source.info.channels * h * w + 24)
-    budget = ray.cluster_resources().get("object_store_memory", 0) * 0.5
-    if approx > budget:
-        log.info(
-            "%s: streaming (about %.0f MB decoded, over half the object store)",
-            source.info.folder,
-            approx / 1e6,
-        )
+    if not cfg.data.materialize or not source.fits_object_store():
         return ds, False
     return materialize_in_order(ds), True
 

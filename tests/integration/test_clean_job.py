@@ -84,3 +84,30 @@ def test_clean_writes_every_output_in_one_mlflow_run(tmp_path, ray_cluster, fash
     assert main(args) == 0
     trained = json.loads((again / "train_summary.json").read_text())
     assert trained["num_samples"] == summary["num_kept"] and trained["epochs"] == 1
+
+
+def test_clean_streams_end_to_end_when_the_rows_do_not_fit(
+    tmp_path, ray_cluster, fashion_mnist_dir, monkeypatch
+):
+    """Rows over the object store budget: neither the clean job nor the launcher materializes
+    them; training and scoring stream, every sample is scored once, the quarantine is complete."""
+    from jumpray.data import shards as shards_module
+
+    monkeypatch.setattr(shards_module, "STORE_SHARE", 1e-9)  # nothing fits
+    shards = tmp_path / "train"
+    write_fashion_mnist(shards, split="train", limit=300, noise="sym:0.4", seed=0)
+    png = build.png_bytes(build.tiny_images(1, size=28, seed=0)[0])
+    build.write_tar(
+        shards / "train-000009.tar", [build.sample("bad0", image=png, cls=None, meta={"idx": 300})]
+    )
+    out = tmp_path / "out"
+    args = ["clean", "--shards", str(shards), "--out", str(out), "--config", SMOKE]
+    assert main([*args, "data.on_error=skip", "score.num_snapshots=2"]) == 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["startup_load_rows_s"] == 0.0  # the worker kept no rows: they streamed
+    labels = pq.read_table(out / "labels.parquet")
+    assert sorted(labels.column("idx").to_pylist()) == list(range(300))
+    assert pq.read_table(out / "quarantine.parquet").column("key").to_pylist() == ["bad0"]
+    state = json.loads((out / "train_summary.json").read_text())
+    assert state["num_samples"] == 300

@@ -63,6 +63,11 @@ def test_arrays_round_trip_through_ray_data(tmp_path, ray_cluster):
     gray = build.tiny_images(5, size=8, channels=1, seed=12)
     write_arrays(tmp_path / "gray", gray, np.zeros(5, np.int64), num_classes=2)
     source = read_shards(tmp_path / "gray", DataConfig(channels=3), image_size=6)
+    # The one "materialize or stream" estimate: 5 rows of 3x6x6 pixels and 64 bytes of the rest,
+    # against half the object store.
+    assert source.decoded_bytes() == 5 * (3 * 6 * 6 + 64)
+    assert source.fits_object_store(store_bytes=2 * source.decoded_bytes())
+    assert not source.fits_object_store(store_bytes=2 * source.decoded_bytes() - 1)
     assert source.materialize()  # it fits
     assert type(source.dataset).__name__ == "MaterializedDataset"
     rows = _by_idx(source.dataset.take_all())

@@ -313,3 +313,53 @@ def test_one_worker_with_rows_in_memory_takes_the_free_cores(ray_cluster, shards
     assert s["startup_parts_total_s"] >= s["startup_trainer_s"] + s["startup_x_s"]
     # The start-up parts are in the first epoch's metrics only.
     assert "startup_trainer_s" in result.history[0] and "startup_trainer_s" not in result.history[1]
+
+
+def _flags(result) -> dict[str, torch.Tensor]:
+    return load_checkpoint(result.checkpoint_dir)["method"]["flags"]
+
+
+def test_streamed_rows_keep_the_jump_semantics_of_rows_in_memory(
+    ray_cluster, shards, tmp_path, monkeypatch, caplog
+):
+    """``data.materialize=false``, or rows over the object store budget, stream every epoch:
+    every idx is trained on once per epoch (1 and 2 workers), and in read order the flags equal
+    those of the same run with the rows in memory."""
+    from jumpray.data import shards as shards_module
+
+    def run(name: str, workers: int, **data):
+        cfg = _config(
+            tmp_path / name,
+            train={"epochs": 2},
+            jump={"warmup_epochs": 1},
+            scaling={"num_workers": workers},
+            data=data,
+            tracking={"enabled": False},
+        )
+        return fit(cfg, train=read_shards(shards["train"]), out_dir=tmp_path / name)
+
+    in_order = {"shuffle_buffer": 0, "preserve_order": True}
+    kept = run("memory", 1, **in_order)
+    streamed = run("stream", 1, materialize=False, **in_order)
+    assert kept.history[0]["startup_load_rows_s"] > 0  # read into the worker once
+    assert streamed.history[0]["startup_load_rows_s"] == 0.0  # nothing kept: it streams
+    for name in ("slots", "visits"):
+        assert torch.equal(_flags(kept)[name], _flags(streamed)[name]), name
+    assert 0 < int(_flags(streamed)["slots"].sum()) < N_TRAIN
+    for a, b in zip(kept.history, streamed.history, strict=True):
+        assert a["selected_fraction"] == b["selected_fraction"]
+
+    # Over the budget (materialize on, the share of the object store forced to nothing): the
+    # launcher streams, 2 workers, shuffled; each epoch still covers every idx exactly once.
+    monkeypatch.setattr(shards_module, "STORE_SHARE", 1e-9)
+    # A CLI run earlier in the session leaves the jumpray logger unpropagated (setup_logging).
+    monkeypatch.setattr(logging.getLogger("jumpray"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="jumpray"):
+        over = run("over", 2)
+    assert "streaming, not materializing" in caplog.text
+    for m in over.history:
+        assert (m["num_unique_seen"], m["num_seen_multiple"], m["num_unseen"]) == (N_TRAIN, 0, 0)
+        assert m["flags_same_on_all_ranks"] == 1.0
+    assert over.history[0]["startup_load_rows_s"] == 0.0
+    # Flags are keyed by idx: each sample's visit count is that of the in-memory run.
+    assert torch.equal(_flags(over)["visits"], _flags(kept)["visits"])
