@@ -90,7 +90,9 @@ def all_gather_pairs(idx: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
     if idx.numel() and int(idx.min()) < 0:
         raise ValueError("sample ids must be >= 0 (-1 is the padding value)")
     dtype, flat = values.dtype, values.dim() == 1
-    vals = values.detach().to("cpu").reshape(idx.numel(), -1)
+    # (M, D) rows; D is read from the shape, not inferred, so a rank with no rows (a split
+    # that got no samples) still sends a well-formed empty block.
+    vals = values.detach().to("cpu").reshape(idx.numel(), 1 if flat else values.shape[1])
     vals = (
         vals.to(torch.float64).view(torch.int64)
         if dtype.is_floating_point

@@ -162,7 +162,9 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
     home.mkdir()
     empty_home.mkdir()
     shards, out = tmp_path / "shards", tmp_path / "out"
-    write_fashion_mnist(shards, split="train", limit=N, noise="sym:0.3", seed=0)
+    write_fashion_mnist(
+        shards, split="train", limit=N, noise="sym:0.3", seed=0, max_samples_per_shard=100
+    )
 
     subprocess.run(
         [str(RAY), "get-auth-token", "--generate"],

@@ -56,6 +56,14 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     # Float rows travel bit-exactly (the training history's records).
     rows = torch.tensor([[0.1, 2.0], [1 / 3, -5.5]]) if rank == 0 else torch.tensor([[7.25, 1e-30]])
     result["gathered_rows"] = all_gather_pairs(torch.tensor([4, 6] if rank == 0 else [1]), rows)
+    # A rank whose split got no sample at all (one shard, two workers) still takes part.
+    empty = torch.zeros(0, dtype=torch.int64)
+    flags = torch.tensor([True, False]) if rank == 0 else torch.zeros(0, dtype=torch.bool)
+    result["gathered_empty"] = all_gather_pairs(torch.tensor([2, 3]) if rank == 0 else empty, flags)
+    rows = torch.ones(2, 3) if rank == 0 else torch.zeros(0, 3)
+    result["gathered_empty_rows"] = all_gather_pairs(
+        torch.tensor([2, 3]) if rank == 0 else empty, rows
+    )
     result["counts"] = all_reduce_counts({"n": rank + 1.0, "t": 10.0 * (rank + 1)}, maximum=("t",))
     result["sum"] = all_reduce_sum(rank + 5)
     result["any"] = (any_rank(rank == 1), any_rank(False))
@@ -125,6 +133,10 @@ def test_two_gloo_ranks_with_unequal_shards(tmp_path):
         idx, rows = r["gathered_rows"]
         assert idx.tolist() == [4, 6, 1] and rows.dtype == torch.float32
         assert torch.equal(rows, torch.tensor([[0.1, 2.0], [1 / 3, -5.5], [7.25, 1e-30]]))
+        idx, flags = r["gathered_empty"]
+        assert idx.tolist() == [2, 3] and flags.tolist() == [True, False]
+        idx, rows = r["gathered_empty_rows"]
+        assert idx.tolist() == [2, 3] and torch.equal(rows, torch.ones(2, 3))
         assert r["counts"] == {"n": 3.0, "t": 20.0}
         assert r["sum"] == 11 and r["any"] == (True, False)
     for epoch in range(EPOCHS):
