@@ -139,3 +139,15 @@ def test_light_imports_stay_light(module):
 
 def test_pipelines_is_not_a_package():
     assert not (ROOT / "pipelines" / "__init__.py").exists()
+
+
+def test_test_modules_outside_packages_have_unique_names():
+    """pytest imports a test module of a folder without ``__init__.py`` by its bare name: two
+    such modules with one name break collection of the whole suite (it happened twice)."""
+    root = Path(__file__).parents[1]
+    seen: dict[str, Path] = {}
+    for path in sorted(root.rglob("test_*.py")):
+        if (path.parent / "__init__.py").exists():
+            continue
+        assert path.name not in seen, f"{path} and {seen[path.name]}: rename one"
+        seen[path.name] = path

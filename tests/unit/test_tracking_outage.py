@@ -3,7 +3,7 @@ store answers again, saved at the end when it does not, replayed later; refusals
 
 The outage is a switch in front of a real ``MlflowClient``: while it is down every call raises
 the exception MLflow raises for a refused connection (the real one is checked on a dead port).
-The HTTP server drills are in tests/integration/test_tracking_outage.py."""
+The HTTP server drills are in tests/integration/test_tracking_outage_drill.py."""
 
 from __future__ import annotations
 
