@@ -32,7 +32,7 @@ from typing import Any
 from jumpray.cli import add_config_arguments
 from jumpray.config import load_config
 from jumpray.errors import ConfigError, UsageError
-from jumpray.storage import location
+from jumpray.storage import is_uri, location, redact
 
 __all__ = ["add_arguments", "run", "run_tune", "summary_text"]
 
@@ -126,6 +126,13 @@ def run_tune(
     from jumpray.ray_utils import init_ray
     from jumpray.runs import check_sources
 
+    if is_uri(out):
+        raise UsageError(
+            f"--out {redact(out)}: jumpray tune writes its sweep to a local folder (object "
+            "storage is not supported for a sweep's OUT yet); give a local --out, and "
+            "scaling.storage_path=s3://... to keep the trials' checkpoints in the store (the "
+            "sweep's best.yaml, trials.csv and plots also go to its MLflow run)"
+        )
     check_sources(out, [shards, test_shards])
     _check_fresh_out(out, resume=resume)
     if resume:

@@ -100,8 +100,14 @@ def test_every_jumpray_command_is_real_with_real_options_config_and_keys():
         assert parsed.config, f"{where}: name a config"
         # The config exists (a file or a shipped name) and every override is a real key.
         load_config(resolve_config_path(parsed.config), parsed.overrides)
-        for folder in (parsed.shards, parsed.out):
+        # A sweep's OUT is local (jumpray tune refuses a URI there); its trials' checkpoints go
+        # to object storage instead. Every other folder is in object storage.
+        sweep = args[0] == "tune"
+        for folder in (parsed.shards,) if sweep else (parsed.shards, parsed.out):
             assert str(folder).startswith("s3:/"), f"{where}: {folder} is not in object storage"
+        if sweep:
+            assert not str(parsed.out).startswith("s3:"), f"{where}: a sweep's --out is local"
+            assert "scaling.storage_path=s3://" in " ".join(parsed.overrides), where
         storage = [o for o in parsed.overrides if o.startswith("scaling.storage_path=")]
         assert args[0] == "tune" or storage, f"{where}: checkpoints outside object storage"
 

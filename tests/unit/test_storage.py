@@ -91,3 +91,11 @@ def test_credentials_in_a_uri_are_refused_without_repeating_them():
         check_shard_folders("s3://AKIA:hunter2@bkt/shards")
     assert "credentials in a URI are refused" in str(err.value)
     assert "hunter2" not in str(err.value) and "AKIA" not in str(err.value)
+
+
+def test_a_sweep_refuses_an_object_storage_out_with_the_fix():
+    from jumpray.jobs.tune import run_tune
+
+    with pytest.raises(UsageError, match="scaling.storage_path=s3://") as err:
+        run_tune(shards="s3://bkt/shards", out="s3://AKIA:hunter2@bkt/sweep")
+    assert "hunter2" not in str(err.value)
