@@ -57,7 +57,6 @@ __all__ = [
     "delete",
     "mirror_dir",
     "fetch_folder",
-    "credential_env",
 ]
 
 # Attempts per object operation (the first try included); pyarrow's S3 client retries each HTTP
@@ -65,8 +64,6 @@ __all__ = [
 ATTEMPTS = 4
 _BACKOFF_S = (0.5, 2.0, 5.0)
 _READ_BUFFER = 8 << 20
-# Environment variables that reach the store's client: handed to Ray workers, never logged.
-_CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_")
 
 Location = str | Path
 
@@ -410,9 +407,3 @@ def fetch_folder(uri: str) -> Path:
     if not pull_tree(uri, local):
         raise StorageError(f"{redact(uri)} holds no files", fix="check the URI")
     return local
-
-
-def credential_env() -> dict[str, str]:
-    """The store's environment variables set here (endpoint, region, keys), to hand to Ray
-    workers through the runtime env. Never log the values."""
-    return {k: v for k, v in os.environ.items() if k.startswith(_CREDENTIAL_PREFIXES)}
