@@ -155,6 +155,26 @@ def _submit(env: dict[str, str], dashboard: str, *args: str) -> subprocess.Compl
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _submit_job(
+    home: Path, dashboard: str, job_id: str, runtime_env: dict, entrypoint: list[str]
+) -> None:
+    """``ray job submit --no-wait`` of ``entrypoint`` with the token and the repo as working dir."""
+    submitted = _submit(
+        _clean_env(HOME=str(home), RAY_AUTH_MODE="token"),
+        dashboard,
+        "--no-wait",
+        "--submission-id",
+        job_id,
+        "--working-dir",
+        str(ROOT),
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        *entrypoint,
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+
+
 def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir):
     # Sockets live under the temp dir, whose path length Ray limits: keep it short and unique.
     root = Path(f"/tmp/jr-{secrets.token_hex(4)}")
@@ -216,20 +236,7 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
         # be pointed at this cluster's dashboard (docs/architecture.md, 'Ray notes: placement
         # group cleanup').
         runtime_env = {"env_vars": {"RAY_API_SERVER_ADDRESS": dashboard}}
-        submitted = _submit(
-            _clean_env(HOME=str(home), RAY_AUTH_MODE="token"),
-            dashboard,
-            "--no-wait",
-            "--submission-id",
-            job_id,
-            "--working-dir",
-            str(ROOT),
-            "--runtime-env-json",
-            json.dumps(runtime_env),
-            "--",
-            *entrypoint,
-        )
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        _submit_job(home, dashboard, job_id, runtime_env, entrypoint)
 
         # Refused while the job runs: no token at all (no RAY_AUTH_*, a HOME without a token
         # file), and a wrong one.
@@ -253,20 +260,7 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
         marker = tmp_path / "killed.txt"
         drill = ["python", "tests/integration/_drill_worker_kill.py", str(shards), str(marker)]
         job_id = f"jumpray-drill-{secrets.token_hex(4)}"
-        submitted = _submit(
-            _clean_env(HOME=str(home), RAY_AUTH_MODE="token"),
-            dashboard,
-            "--no-wait",
-            "--submission-id",
-            job_id,
-            "--working-dir",
-            str(ROOT),
-            "--runtime-env-json",
-            json.dumps(runtime_env),
-            "--",
-            *drill,
-        )
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        _submit_job(home, dashboard, job_id, runtime_env, drill)
         status, job_logs = _wait_for_job(dashboard, token, job_id)
         line = next((x for x in job_logs.splitlines() if x.startswith("DRILL ")), None)
         assert status == "SUCCEEDED" and line is not None, job_logs[-5000:]
