@@ -162,8 +162,9 @@ def summarize_timing(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ``{"methods": {method: {"samples_per_s": spread, "peak_memory_mb": spread}},
         "ratios": {other: {"throughput": spread, "memory": spread, "throughput_rounds": [...],
         "memory_rounds": [...], "cpu_throughput": spread}}}``. A ratio is Jump-teaching's figure over the other's *within
-        one round* (the two ran minutes apart, so slow drift of the machine cancels), and only
-        rounds where both succeeded count.
+        one round* (their speeds come from one process, where they took turns, so what makes one
+        process or one minute faster than another cancels), and only rounds where both
+        succeeded count.
     """
     ok = [r for r in rows if r.get("error") is None]
     by_round: dict[int, dict[str, dict[str, Any]]] = {}
@@ -174,7 +175,8 @@ def summarize_timing(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for m in methods:
         mine = [r for r in ok if r["method"] == m]
         out["methods"][m] = {
-            key: spread([r[key] for r in mine]) for key in ("samples_per_s", "peak_memory_mb")
+            key: spread([r[key] for r in mine if r.get(key) is not None])
+            for key in ("samples_per_s", "peak_memory_mb")
         }
     for other in methods:
         if other == JT:
@@ -397,12 +399,13 @@ def _timing_lines(timing: dict[str, Any]) -> list[str]:
     loads = [x for x in timing.get("load_average", []) if x is not None]
     others = [r["other_cpu_cores"] for r in timing["rows"] if r.get("other_cpu_cores") is not None]
     lines = [
-        f"Timing phase: {s['rounds']} rounds, methods interleaved "
-        f"({' '.join(LABELS[m] for m in s['methods'])}, then again), each run a fresh process "
-        f"timing {s['steps']} training steps of batch {s['batch_size']} after "
-        f"{s['warmup_steps']} discarded ones, in the selecting phase (epoch {s['epoch']}), on the "
-        f"same {s['noise']} data for every method; torch threads {s['torch_threads']}, "
-        f"device {s['device']}"
+        f"Timing phase: {s['rounds']} rounds. Speed: per round one fresh process in which the "
+        f"methods ({', '.join(LABELS[m] for m in s['methods'])}) take turns of {s['block']} "
+        f"training steps of batch {s['batch_size']} until each has run {s['steps']}, after "
+        f"{s['warmup_steps']} discarded ones each. Memory: per round and method a fresh process "
+        f"of {s['memory_steps']} steps after the warm-up. In the selecting phase (epoch "
+        f"{s['epoch']}), on the same {s['noise']} data for every method; torch threads "
+        f"{s['torch_threads']}, device {s['device']}"
         + (
             f", autocast {s['amp']}, channels-last weights {s['channels_last']}"
             if s.get("amp")
@@ -458,12 +461,16 @@ _DEFINITIONS = [
     "*Timing phase* ratios: Jump-teaching's figure over the other's within one round, then the",
     "median and min–max over the rounds; *met* / *missed* = the whole spread is on the goal's /",
     "the other side of the line, *undecided* = the spread crosses it. Its samples/s = the median",
-    "over a run's timed steps of each step's batch size / wall time (bursts of other work slow a",
-    "few steps, not the median; `mean_samples_per_s` and `samples_per_cpu_s` per row in",
-    "bench.json); its peak MB is defined as above, over the network's build, the discarded and",
-    "the timed steps. *speed per CPU-second ×* = the same ratio of samples per second of the",
-    "process's own CPU time: on a shared machine it moves less than wall-clock speed (with one",
-    "torch thread it equals it on a quiet one); the goals read the wall-clock speed.",
+    "over a method's timed steps in the round's speed run of each step's batch size / wall time",
+    "(bursts of other work slow a few steps, not the median; `mean_samples_per_s` and",
+    "`samples_per_cpu_s` per row in bench.json). The methods of a round take turns in one",
+    "process because a fresh process's own speed moves by about a fifth from one process to the",
+    "next on the 2-core box, in CPU time per step as much as in wall time: a ratio of two",
+    "processes carries that, a ratio within one does not. Its peak MB is defined as above, over",
+    "the network's build, the discarded and the timed steps of the method's memory run.",
+    "*speed per CPU-second ×* = the same ratio of samples per second of the process's own CPU",
+    "time: on a shared machine it moves less than wall-clock speed (with one torch thread it",
+    "equals it on a quiet one); the goals read the wall-clock speed.",
     "*wall s* =",
     "training only (cleanlab: K fold trainings + out-of-sample prediction + `find_label_issues` +",
     "one retrain on the kept samples, whose model gives cleanlab's test accuracy). *JT … ×* =",

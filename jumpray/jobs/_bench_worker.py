@@ -6,9 +6,10 @@ CPU peak-memory figure comparable between methods: the peak anonymous resident m
 training is measured above this process's own idle baseline (imports done, data loaded, torch's
 runtime warmed up: :func:`warm_runtime`), so no run inherits another's allocator state. On a GPU the figure is ``torch.cuda.max_memory_allocated`` instead.
 
-The bench's timing phase runs here too (``"phase": "timing"``, :func:`run_timing_spec`): a fixed
-number of training steps of one method, after discarded warm-up steps, timed and measured the same
-way, in its own fresh process.
+The bench's timing phase runs here too. Its speed run (``"phase": "speed"``,
+:func:`run_speed_spec`) times every method's training steps in one process, the methods taking
+turns; its memory runs (``"phase": "timing"``, :func:`run_timing_spec`) measure one method's peak
+memory over a few steps, each in its own fresh process.
 
 Spec keys: ``method`` (``jumpteaching``, ``ce``, ``coteaching``, ``jocor`` or ``cleanlab``),
 ``noise`` (SPEC, for the row), ``data`` (the ``.npz`` written by the bench), ``config`` (a resolved
@@ -51,6 +52,8 @@ __all__ = [
     "main",
     "run_spec",
     "run_timing_spec",
+    "run_speed_spec",
+    "TimedMethod",
     "selecting_epoch",
     "load_arrays",
     "PeakMemory",
@@ -346,39 +349,19 @@ def selecting_epoch(cfg: RunConfig) -> int:
     return max(cfg.jump.warmup_epochs, cfg.method.num_gradual)
 
 
-def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Time ``steps`` training steps of one method after ``warmup_steps`` discarded ones.
+class TimedMethod:
+    """One method set up for the timing phase: built, gates open, in its selecting epoch.
 
-    The steps run in the selecting phase (:func:`selecting_epoch`), over batches drawn from the
-    spec's data by the seed (the same batches for every method), through the training loop's own
-    :func:`~jumpray.train.loop.train_epoch` (views, transfer, step). Jump-teaching's gates start
-    open (every sample as if flagged clean at its previous visit), so its steps do the work of a
-    real selecting step and none is skipped for want of a flag. Peak memory is measured as in
-    :func:`run_spec`, over the network's build, the discarded and the timed steps.
-
-    Spec keys: ``phase`` (``timing``), ``method`` (not ``cleanlab``: it trains with CE's step),
-    ``round``, ``data``, ``config``, ``device``, ``steps``, ``warmup_steps``.
-
-    Returns:
-        The timing row: ``samples_per_s`` (the median over the timed steps of each step's
-        samples per second: a burst of other work on a shared machine slows a few steps, not
-        the median), ``mean_samples_per_s`` (all timed samples over their wall time),
-        ``samples_per_cpu_s`` (over this process's CPU time), ``peak_memory_mb``, ``step_ms``,
-        the load and the layout actually used (``amp``, ``channels_last``).
+    Its batches are drawn from the data by the seed (the same batches for every method) and its
+    steps run through the training loop's own :func:`~jumpray.train.loop.train_epoch` (views,
+    transfer, step). :meth:`steps` may be called again and again: each call goes on where the
+    last one stopped.
     """
-    cfg = RunConfig.model_validate(spec["config"])
-    device = torch.device(spec.get("device") or "cpu")
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    train, _, noise_rate = load_arrays(spec["data"])
-    steps, warmup_steps = int(spec["steps"]), int(spec["warmup_steps"])
-    epoch = selecting_epoch(cfg)
-    warm_runtime(cfg, train, device=device)
-    aug = _augmenter(cfg, train)
-    load_before = load_average()
-    others = OtherCpu()
-    with PeakMemory(device) as mem:
-        method = build_method(
+
+    def __init__(self, cfg: RunConfig, train: ArraySet, *, noise_rate: float, device: torch.device):
+        self.device = device
+        self.epoch = selecting_epoch(cfg)
+        self.method = build_method(
             cfg,
             num_classes=NUM_CLASSES,
             num_samples=len(train),
@@ -386,48 +369,155 @@ def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
             device=device,
             noise_rate=noise_rate,
         )
-        _open_gates(method, cfg)
-        method.begin_epoch(epoch)
-        view_gen = epoch_generator(cfg.seed, epoch=epoch, stream=VIEW_STREAM)
-        batches = _endless_batches(train, batch_size=cfg.train.batch_size, seed=cfg.seed)
+        _open_gates(self.method, cfg)
+        self.method.begin_epoch(self.epoch)
+        self._aug = _augmenter(cfg, train)
+        self._views = epoch_generator(cfg.seed, epoch=self.epoch, stream=VIEW_STREAM)
+        self._batches = _endless_batches(train, batch_size=cfg.train.batch_size, seed=cfg.seed)
 
-        def loop(num_steps: int, clock: StepClock | None = None) -> dict[str, float]:
-            return train_epoch(
-                method,
-                batches,
-                epoch=epoch,
-                device=device,
-                views=lambda x: aug.train(x, view_gen),
-                max_batches=num_steps,
-                on_batch=clock.on_batch if clock else None,
-            )
+    def steps(self, num_steps: int, clock: StepClock | None = None) -> dict[str, float]:
+        """Run ``num_steps`` training steps; ``clock`` times each. Returns their counts."""
+        counts = train_epoch(
+            self.method,
+            self._batches,
+            epoch=self.epoch,
+            device=self.device,
+            views=lambda x: self._aug.train(x, self._views),
+            max_batches=num_steps,
+            on_batch=clock.on_batch if clock else None,
+        )
+        _synchronize(self.device)
+        return counts
 
-        loop(warmup_steps)
-        _synchronize(device)
+
+def run_timing_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The memory run of one method: its peak memory over a few steps, alone in this process.
+
+    The steps run in the selecting phase (:func:`selecting_epoch`; :class:`TimedMethod`).
+    Jump-teaching's gates start open (every sample as if flagged clean at its previous visit), so
+    its steps do the work of a real selecting step and none is skipped for want of a flag. Peak
+    memory is measured as in :func:`run_spec`, over the network's build, the discarded and the
+    timed steps. Speed is read from :func:`run_speed_spec` instead: a process's own speed moves
+    by a fifth from one fresh process to the next on a quiet machine (the CPU time per step moves
+    with it), which no ratio between two processes can cancel.
+
+    Spec keys: ``phase`` (``timing``), ``method`` (not ``cleanlab``: it trains with CE's step),
+    ``round``, ``data``, ``config``, ``device``, ``steps``, ``warmup_steps``.
+
+    Returns:
+        The memory row: ``peak_memory_mb``, ``baseline_memory_mb``, ``selected_fraction``, this
+        process's own ``samples_per_s`` (kept as ``alone_samples_per_s`` by the bench), the load
+        and the layout actually used (``amp``, ``channels_last``).
+    """
+    cfg = RunConfig.model_validate(spec["config"])
+    device = torch.device(spec.get("device") or "cpu")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    train, _, noise_rate = load_arrays(spec["data"])
+    steps, warmup_steps = int(spec["steps"]), int(spec["warmup_steps"])
+    warm_runtime(cfg, train, device=device)
+    load_before = load_average()
+    others = OtherCpu()
+    with PeakMemory(device) as mem:
+        timed = TimedMethod(cfg, train, noise_rate=noise_rate, device=device)
+        timed.steps(warmup_steps)
         clock = StepClock(device)
-        cpu0 = time.process_time()
-        counts = loop(steps, clock)
-        _synchronize(device)
-        seconds = time.perf_counter() - clock.start
-        cpu_s = time.process_time() - cpu0
+        counts = timed.steps(steps, clock)
     return {
         "phase": "timing",
         "round": int(spec["round"]),
         "method": spec["method"],
         "steps": steps,
         "warmup_steps": warmup_steps,
-        "epoch": epoch,
+        "epoch": timed.epoch,
         "num_samples": int(counts["num_samples"]),
         "samples_per_s": clock.median_samples_per_s(),
-        "mean_samples_per_s": counts["num_samples"] / max(seconds, 1e-9),
-        "samples_per_cpu_s": counts["num_samples"] / max(cpu_s, 1e-9),
-        "step_ms": 1000 * seconds / max(steps, 1),
         "selected_fraction": counts["num_selected"] / max(counts["num_samples"], 1),
         "peak_memory_mb": mem.above_baseline_mb,
         "baseline_memory_mb": mem.baseline / 2**20,
         "torch_threads": torch.get_num_threads(),
-        "amp": str(method.amp_dtype).removeprefix("torch.") if method.amp_dtype else "off",
-        "channels_last": _is_channels_last(method.nets[0]),
+        "amp": str(timed.method.amp_dtype).removeprefix("torch.")
+        if timed.method.amp_dtype
+        else "off",
+        "channels_last": _is_channels_last(timed.method.nets[0]),
+        "load_average": [load_before, load_average()],
+        "other_cpu_cores": others.cores(),
+    }
+
+
+def run_speed_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The speed run of one round: every method's steps in this one process, taking turns.
+
+    Every method is built here (:class:`TimedMethod`, same data, same batches), runs its
+    discarded warm-up steps, then the methods take turns of ``block`` timed steps each until
+    each has run ``steps``; the order of a turn rotates so that no method always follows the
+    same one. Whatever makes one process faster than another (measured on the 2-core box: a
+    fifth from one fresh process to the next, in CPU time per step as much as in wall time) is
+    then shared by every method of the round, and so is a burst of other work, which lands in a
+    turn or two of each.
+
+    Spec keys: ``phase`` (``speed``), ``round``, ``data``, ``configs`` (method name -> resolved
+    config), ``device``, ``steps``, ``warmup_steps``, ``block``.
+
+    Returns:
+        ``{"phase", "round", "methods": {method: {"samples_per_s" (median of each timed step's
+        samples per second), "mean_samples_per_s", "samples_per_cpu_s", "step_ms",
+        "num_samples"}}, "load_average", "other_cpu_cores", "torch_threads"}``.
+    """
+    configs = {name: RunConfig.model_validate(c) for name, c in spec["configs"].items()}
+    first = next(iter(configs.values()))
+    device = torch.device(spec.get("device") or "cpu")
+    if first.train.num_threads:
+        torch.set_num_threads(first.train.num_threads)
+    train, _, noise_rate = load_arrays(spec["data"])
+    steps, warmup_steps = int(spec["steps"]), int(spec["warmup_steps"])
+    block = max(int(spec["block"]), 1)
+    warm_runtime(first, train, device=device)
+    timed = {
+        name: TimedMethod(cfg, train, noise_rate=noise_rate, device=device)
+        for name, cfg in configs.items()
+    }
+    for t in timed.values():
+        t.steps(warmup_steps)
+    names = list(timed)
+    clocks = {name: StepClock(device) for name in names}
+    done = dict.fromkeys(names, 0)
+    samples = dict.fromkeys(names, 0)
+    wall = dict.fromkeys(names, 0.0)
+    cpu = dict.fromkeys(names, 0.0)
+    load_before = load_average()
+    others = OtherCpu()
+    turn = 0
+    while any(done[name] < steps for name in names):
+        k = turn % len(names)
+        for name in names[k:] + names[:k]:
+            n = min(block, steps - done[name])
+            if n <= 0:
+                continue
+            clocks[name].restart()
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            counts = timed[name].steps(n, clocks[name])
+            wall[name] += time.perf_counter() - wall0
+            cpu[name] += time.process_time() - cpu0
+            samples[name] += int(counts["num_samples"])
+            done[name] += n
+        turn += 1
+    return {
+        "phase": "speed",
+        "round": int(spec["round"]),
+        "steps": steps,
+        "block": block,
+        "methods": {
+            name: {
+                "samples_per_s": clocks[name].median_samples_per_s(),
+                "mean_samples_per_s": samples[name] / max(wall[name], 1e-9),
+                "samples_per_cpu_s": samples[name] / max(cpu[name], 1e-9),
+                "step_ms": 1000 * wall[name] / max(steps, 1),
+                "num_samples": samples[name],
+            }
+            for name in names
+        },
+        "torch_threads": torch.get_num_threads(),
         "load_average": [load_before, load_average()],
         "other_cpu_cores": others.cores(),
     }
@@ -444,6 +534,10 @@ class StepClock:
         self.device = device
         self.start = self._last = time.perf_counter()
         self.rates: list[float] = []  # samples/s of each step
+
+    def restart(self) -> None:
+        """The next step is timed from now (after another method's turn, say)."""
+        self.start = self._last = time.perf_counter()
 
     def on_batch(self, batch: Batch, out: StepOutput) -> None:
         _synchronize(self.device)
@@ -562,7 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     _exit_with_parent()
     setup_logging()
     spec = json.loads(argv[0])
-    row = run_timing_spec(spec) if spec.get("phase") == "timing" else run_spec(spec)
+    phase = spec.get("phase")
+    if phase == "speed":
+        row = run_speed_spec(spec)
+    elif phase == "timing":
+        row = run_timing_spec(spec)
+    else:
+        row = run_spec(spec)
     sys.stdout.write(json.dumps(row) + "\n")
     sys.stdout.flush()
     return 0

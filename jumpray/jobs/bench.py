@@ -68,9 +68,10 @@ TIMED = ("jumpteaching", "ce", "coteaching", "jocor")
 # Every profile's settings, in one place. limit/test_limit: first N samples (None = all).
 # warmup_epochs is also the Co-teaching/JoCoR ramp (num_gradual): every selecting method starts
 # selecting on the same schedule. Expected times are on the 2-core development box, CPU.
-# timing: the timing phase's rounds, timed steps and discarded warm-up steps per run (quick: 20
-# runs, 9-12 minutes on the 2-core box under a load of 7, 2026-11-27; most of a run is its
-# start). overrides: dotted config values of the profile, applied below the user's.
+# timing: the timing phase's rounds; per round one speed run (every method in one process, taking
+# turns of `block` timed steps until each has run `steps`, after `warmup_steps` discarded ones)
+# and one memory run per method (`memory_steps` steps after the warm-up, alone in a process).
+# overrides: dotted config values of the profile, applied below the user's.
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {  # the test's profile: seconds per run, checks mechanics only
         "limit": 1000,
@@ -80,7 +81,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 32,  # enough steps (cleanlab retrains on about half) to beat chance
         "warmup_epochs": 1,
         "folds": 2,
-        "timing": {"rounds": 3, "steps": 5, "warmup_steps": 2},
+        "timing": {"rounds": 3, "steps": 5, "block": 2, "warmup_steps": 2, "memory_steps": 3},
     },
     "quick": {  # quality runs under 15 minutes on 2 cores, then the timing phase
         "limit": 8000,
@@ -90,7 +91,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "warmup_epochs": 2,
         "folds": 3,
-        "timing": {"rounds": 5, "steps": 40, "warmup_steps": 5},
+        "timing": {"rounds": 5, "steps": 60, "block": 10, "warmup_steps": 5, "memory_steps": 10},
     },
     # the whole training set: 7.5x the samples, 3.3x the epochs, 4/3 the settings of quick, so
     # about 33x its training work: about 8 hours on the 2-core box (quick: about 14.5 minutes)
@@ -102,7 +103,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "warmup_epochs": 5,
         "folds": 3,
-        "timing": {"rounds": 7, "steps": 60, "warmup_steps": 5},
+        "timing": {"rounds": 7, "steps": 80, "block": 10, "warmup_steps": 5, "memory_steps": 10},
     },
     # The seed's efficiency comparison as far as our baselines go: one backbone (the official
     # CIFAR code's PreAct-ResNet-18) and batch 128 for every method, and on CUDA the GPU path of
@@ -116,7 +117,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "warmup_epochs": 5,
         "folds": 3,
-        "timing": {"rounds": 7, "steps": 100, "warmup_steps": 10},
+        "timing": {"rounds": 7, "steps": 100, "block": 10, "warmup_steps": 10, "memory_steps": 20},
         "overrides": (
             "model.backbone=preact_resnet18",
             "train.amp=bf16",
@@ -401,14 +402,20 @@ def run_timing(
     rounds: int,
     wait_idle: float = 0.0,
 ) -> dict[str, Any]:
-    """The timing phase: ``rounds`` rounds of every method's step loop, interleaved.
+    """The timing phase: ``rounds`` rounds, each one speed run then one memory run per method.
 
-    Each (round, method) is a fresh process (:func:`jumpray.jobs._bench_worker.run_timing_spec`)
-    on the profile's first noise setting, the same data for every method. A failed run is kept as
-    a row with its ``error``; its round gives no ratio for that method.
+    The speed run (:func:`jumpray.jobs._bench_worker.run_speed_spec`) is one fresh process in
+    which the methods take turns of ``block`` timed steps; each memory run
+    (:func:`jumpray.jobs._bench_worker.run_timing_spec`) is a fresh process of one method. All on
+    the profile's first noise setting, the same data for every method. A failed run is kept as a
+    row with its ``error``; its round gives no ratio for that method (no speed ratio at all when
+    the speed run failed).
 
     Returns:
-        ``{"settings", "rows", "summary", "load_average"}``: the rows per (round, method),
+        ``{"settings", "rows", "summary", "load_average"}``: the rows per (round, method): the
+        memory run's row with the speed run's figures for that method
+        (``samples_per_s``, ``mean_samples_per_s``, ``samples_per_cpu_s``, ``step_ms``,
+        ``num_samples``; the memory run's own speed kept as ``alone_samples_per_s``),
         :func:`~jumpray.jobs._bench_report.summarize_timing` of them, and the 1-minute load
         average before and after the phase.
     """
@@ -422,26 +429,20 @@ def run_timing(
     load_before = load_average()
     rows = []
     for r in range(rounds):
+        if wait_idle > 0:
+            _wait_for_idle(wait_idle)
+        speed = _speed_run(
+            r, noise=noise, data=data, configs=configs, methods=methods, timing=t,
+            device=device, threads=threads,
+        )  # fmt: skip
         for name in methods:
             if wait_idle > 0:
                 _wait_for_idle(wait_idle)
-            spec = {
-                "phase": "timing",
-                "method": name,
-                "noise": noise,
-                "round": r,
-                "data": str(data),
-                "config": configs[name].model_dump(),
-                "device": device,
-                "steps": t["steps"],
-                "warmup_steps": t["warmup_steps"],
-            }
-            try:
-                row = run_worker(spec, threads=threads)
-            except BenchRunError as exc:
-                log.error("bench timing: %s", exc)
-                row = {"round": r, "method": name, "error": str(exc)}
-            rows.append(row)
+            row = _memory_run(
+                r, name, noise=noise, data=data, config=configs[name], timing=t,
+                device=device, threads=threads,
+            )  # fmt: skip
+            rows.append(_merge_speed(row, speed))
             if row.get("error") is None:
                 log.info(
                     "bench timing: round %d/%d %s: %.0f samples/s, peak %.0f MB",
@@ -456,7 +457,9 @@ def run_timing(
         "settings": {
             "rounds": rounds,
             "steps": t["steps"],
+            "block": t["block"],
             "warmup_steps": t["warmup_steps"],
+            "memory_steps": t["memory_steps"],
             "methods": methods,
             "noise": noise,
             "batch_size": cfg.train.batch_size,
@@ -471,6 +474,98 @@ def run_timing(
         "summary": summarize_timing(rows),
         "load_average": [load_before, load_average()],
     }
+
+
+def _speed_run(
+    round_: int,
+    *,
+    noise: str,
+    data: Path,
+    configs: dict[str, RunConfig],
+    methods: list[str],
+    timing: dict[str, int],
+    device: str,
+    threads: int,
+) -> dict[str, Any]:
+    """One round's speed run (every method in one process); ``{"error"}`` when it failed."""
+    spec = {
+        "phase": "speed",
+        "method": "+".join(methods),
+        "noise": noise,
+        "round": round_,
+        "data": str(data),
+        "configs": {name: configs[name].model_dump() for name in methods},
+        "device": device,
+        "steps": timing["steps"],
+        "warmup_steps": timing["warmup_steps"],
+        "block": timing["block"],
+    }
+    try:
+        return run_worker(spec, threads=threads)
+    except BenchRunError as exc:
+        log.error("bench timing: speed run of round %d: %s", round_ + 1, exc)
+        return {"round": round_, "error": str(exc)}
+
+
+def _memory_run(
+    round_: int,
+    name: str,
+    *,
+    noise: str,
+    data: Path,
+    config: RunConfig,
+    timing: dict[str, int],
+    device: str,
+    threads: int,
+) -> dict[str, Any]:
+    """One method's memory run (its own fresh process); ``{"error"}`` when it failed."""
+    spec = {
+        "phase": "timing",
+        "method": name,
+        "noise": noise,
+        "round": round_,
+        "data": str(data),
+        "config": config.model_dump(),
+        "device": device,
+        "steps": timing["memory_steps"],
+        "warmup_steps": timing["warmup_steps"],
+    }
+    try:
+        return run_worker(spec, threads=threads)
+    except BenchRunError as exc:
+        log.error("bench timing: %s", exc)
+        return {"round": round_, "method": name, "error": str(exc)}
+
+
+SPEED_FIELDS = (
+    "samples_per_s",
+    "mean_samples_per_s",
+    "samples_per_cpu_s",
+    "step_ms",
+    "num_samples",
+)
+
+
+def _merge_speed(row: dict[str, Any], speed: dict[str, Any]) -> dict[str, Any]:
+    """A method's timing row: its memory run's row with the round's speed run's figures.
+
+    A round whose speed run failed keeps the memory row's figures for memory only: its speed is
+    an ``error`` (the ratios then leave the round out).
+    """
+    if row.get("error") is not None:
+        return row
+    out = dict(row)
+    out["alone_samples_per_s"] = out.pop("samples_per_s", None)
+    out["memory_steps"] = out.pop("steps", None)
+    mine = speed.get("methods", {}).get(row["method"])
+    if speed.get("error") is not None or mine is None:
+        out["speed_error"] = speed.get("error", "no speed figures for this method")
+        out["samples_per_s"] = None
+        return out
+    out.update({key: mine[key] for key in SPEED_FIELDS})
+    out["steps"] = speed["steps"]
+    out["speed_other_cpu_cores"] = speed.get("other_cpu_cores")
+    return out
 
 
 def _measure(

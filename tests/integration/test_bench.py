@@ -68,14 +68,22 @@ TIMED = ["jumpteaching", "ce", "coteaching", "jocor"]
 def test_timing_phase_runs_interleaved_rounds_and_summarizes_them(bench_out):
     timing = json.loads((bench_out / "bench.json").read_text())["timing"]
     s = timing["settings"]
-    assert (s["rounds"], s["steps"], s["warmup_steps"], s["methods"]) == (3, 5, 2, TIMED)
-    assert s["device"] == "cpu" and s["amp"] == "off"
-    # A B C D A B C D A B C D, each its own process, each timing 5 steps of batch 32
+    assert (s["rounds"], s["steps"], s["block"], s["warmup_steps"], s["memory_steps"]) == (
+        3,
+        5,
+        2,
+        2,
+        3,
+    )
+    assert s["methods"] == TIMED and s["device"] == "cpu" and s["amp"] == "off"
+    # per round: one speed run (the four methods taking turns of 2 steps until each has timed 5
+    # steps of batch 32), then a memory run of 3 steps per method, each its own process
     assert [(r["round"], r["method"]) for r in timing["rows"]] == [
         (r, m) for r in range(3) for m in TIMED
     ]
     for row in timing["rows"]:
         assert row["num_samples"] == 5 * 32 and row["steps"] == 5 and row["epoch"] == 1
+        assert row["memory_steps"] == 3 and row["alone_samples_per_s"] > 0
         assert row["samples_per_s"] > 0 and row["peak_memory_mb"] > 0
         assert len(row["load_average"]) == 2
         # the selecting phase: Co-teaching/JoCoR drop the forget rate, JT's gates start open

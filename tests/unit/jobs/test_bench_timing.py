@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jumpray.jobs import bench
 from jumpray.jobs._bench_report import (
     check_goals,
     combine_readings,
@@ -139,7 +140,9 @@ def _report():
             "settings": {
                 "rounds": 3,
                 "steps": 40,
+                "block": 10,
                 "warmup_steps": 5,
+                "memory_steps": 10,
                 "methods": ["jumpteaching", "ce", "coteaching"],
                 "noise": "sym:0.4",
                 "batch_size": 128,
@@ -160,7 +163,10 @@ def _report():
 def test_markdown_carries_medians_with_their_spread_and_the_readings():
     md = format_markdown(_report())
     assert "Quality runs: not run" in md
-    assert "Timing phase: 3 rounds" in md and "40 training steps of batch 128" in md
+    assert (
+        "Timing phase: 3 rounds" in md
+        and "take turns of 10 training steps of batch 128 until each has run 40" in md
+    )
     assert "| Jump-teaching | 1800 (1000–2000) | 50 (48–52) |" in md
     assert "| Co-teaching | 2.25 (2.00–2.50) | 0.50 (0.50–0.50) | 2.25 (2.00–2.50) |" in md
     assert "| CE | 1.00 (0.90–1.25) |" in md
@@ -177,3 +183,38 @@ def test_plot_draws_the_timing_spreads(tmp_path):
     path = tmp_path / "bench.png"
     plot_report(_report(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_round_takes_its_speed_from_the_speed_run_and_its_memory_from_its_own_run():
+    memory = {
+        "round": 0,
+        "method": "ce",
+        "samples_per_s": 900.0,
+        "steps": 10,
+        "peak_memory_mb": 40.0,
+    }
+    speed = {
+        "round": 0,
+        "steps": 60,
+        "other_cpu_cores": 0.02,
+        "methods": {
+            "ce": {
+                "samples_per_s": 2000.0,
+                "mean_samples_per_s": 1950.0,
+                "samples_per_cpu_s": 1990.0,
+                "step_ms": 64.0,
+                "num_samples": 7680,
+            }
+        },
+    }
+    row = bench._merge_speed(memory, speed)
+    assert row["samples_per_s"] == 2000.0 and row["alone_samples_per_s"] == 900.0
+    assert (row["steps"], row["memory_steps"], row["peak_memory_mb"]) == (60, 10, 40.0)
+    # a failed speed run: the round keeps its memory figure and gives no speed ratio
+    failed = bench._merge_speed(memory, {"round": 0, "error": "worker exited with 1"})
+    assert failed["samples_per_s"] is None and failed["speed_error"] == "worker exited with 1"
+    jt = dict(memory, method="jumpteaching", peak_memory_mb=30.0)
+    summary = summarize_timing([bench._merge_speed(jt, {"error": "x"}), failed])
+    assert summary["ratios"]["ce"]["throughput"] is None
+    assert summary["ratios"]["ce"]["memory"]["median"] == pytest.approx(0.75)
+    assert summary["methods"]["ce"]["samples_per_s"] is None

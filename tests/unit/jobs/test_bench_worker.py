@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from jumpray.errors import ConfigError
+from jumpray.jobs import _bench_worker as bench_worker
 from jumpray.jobs import bench
 from jumpray.jobs._bench_worker import (
     KeptRecorder,
@@ -17,6 +19,7 @@ from jumpray.jobs._bench_worker import (
     _detection_fields,
     _is_channels_last,
     _open_gates,
+    run_speed_spec,
     selecting_epoch,
 )
 from jumpray.train.local import ArraySet
@@ -172,3 +175,62 @@ def test_step_clock_keeps_each_steps_rate_and_their_median(monkeypatch):
         clock.on_batch(_batch(list(range(n))), StepOutput(0.0, torch.ones(n, dtype=torch.bool)))
     assert clock.rates == pytest.approx([128.0, 64.0, 256.0, 32.0])
     assert clock.median_samples_per_s() == pytest.approx(96.0)  # one slow step moves it little
+
+
+def test_step_clock_restart_times_the_next_step_from_now(monkeypatch):
+    ticks = iter([0.0, 100.0, 101.0])  # made at 0, restarted at 100 (another method's turn)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    clock = StepClock(torch.device("cpu"))
+    clock.restart()
+    clock.on_batch(_batch(list(range(8))), StepOutput(0.0, torch.ones(8, dtype=torch.bool)))
+    assert clock.rates == pytest.approx([8.0])
+
+
+def _tiny_npz(path, n=96):
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 10, (n,), generator=g).numpy()
+    np.savez(
+        path,
+        image=torch.rand(n, 1, 28, 28, generator=g).numpy(),
+        given_label=label,
+        clean_label=label,
+        test_image=torch.rand(8, 1, 28, 28, generator=g).numpy(),
+        test_label=label[:8],
+        realized_rate=np.float64(0.0),
+    )
+    return path
+
+
+def test_speed_run_times_every_method_in_one_process_taking_turns(tmp_path, monkeypatch):
+    names = ["jumpteaching", "ce", "coteaching"]
+    configs = bench.bench_configs("tiny", names)
+    turns = []
+    real_steps = bench_worker.TimedMethod.steps
+
+    def steps(self, num_steps, clock=None):
+        if clock is not None:
+            turns.append((self.method.__class__.__name__, num_steps))
+        return real_steps(self, num_steps, clock)
+
+    monkeypatch.setattr(bench_worker.TimedMethod, "steps", steps)
+    row = run_speed_spec(
+        {
+            "phase": "speed",
+            "round": 1,
+            "data": str(_tiny_npz(tmp_path / "d.npz")),
+            "configs": {n: configs[n].model_dump() for n in names},
+            "device": "cpu",
+            "steps": 5,
+            "warmup_steps": 1,
+            "block": 2,
+        }
+    )
+    assert row["phase"] == "speed" and row["round"] == 1 and row["steps"] == 5
+    assert list(row["methods"]) == names
+    for figures in row["methods"].values():
+        assert figures["num_samples"] == 5 * 32  # tiny: batch 32
+        assert figures["samples_per_s"] > 0 and figures["samples_per_cpu_s"] > 0
+    # turns of 2, 2, then the last step; the order rotates from one turn to the next
+    kinds = [k for k, _ in turns]
+    assert [n for _, n in turns] == [2] * 6 + [1] * 3
+    assert kinds[:3] != kinds[3:6] and sorted(kinds[:3]) == sorted(kinds[3:6])
