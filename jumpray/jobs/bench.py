@@ -81,7 +81,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 32,  # enough steps (cleanlab retrains on about half) to beat chance
         "warmup_epochs": 1,
         "folds": 2,
-        "timing": {"rounds": 3, "steps": 5, "block": 2, "warmup_steps": 2, "memory_steps": 3},
+        "timing": {"rounds": 2, "steps": 5, "block": 2, "warmup_steps": 2, "memory_steps": 3},
     },
     "quick": {  # quality runs under 15 minutes on 2 cores, then the timing phase
         "limit": 8000,

@@ -229,18 +229,18 @@ def test_tune_without_a_caller_ray(data, tmp_path):
     assert tuned.best_config is not None and tuned.best_config.is_file()
 
 
-def test_the_example_runs_on_a_tiny_subset(tmp_path, monkeypatch):
+def test_the_example_runs_on_a_tiny_subset(tmp_path, monkeypatch, ray_cluster):
+    # In the session's Ray: the functions' own-Ray path is tested above (cleaned, tune).
     for key, value in {
-        "JUMPRAY_EXAMPLE_LIMIT": "300",
+        "JUMPRAY_EXAMPLE_LIMIT": "200",
         "JUMPRAY_EXAMPLE_EPOCHS": "2",
         "JUMPRAY_EXAMPLE_CONFIG": "smoke",
         "JUMPRAY_EXAMPLE_DIR": str(tmp_path),
     }.items():
         monkeypatch.setenv(key, value)
-    with no_caller_ray():
-        namespace = runpy.run_path(str(EXAMPLE), run_name="__main__")
-        assert not _ray_up()
-    assert namespace["result"].summary["num_samples"] == 300
+    namespace = runpy.run_path(str(EXAMPLE), run_name="__main__")
+    assert ray_cluster.is_initialized()  # the caller's Ray stays up
+    assert namespace["result"].summary["num_samples"] == 200
     assert namespace["retrained"].summary["num_samples"] == namespace["result"].summary["num_kept"]
     assert namespace["probs"].shape == (8, 10)
     assert (tmp_path / "retrain" / "train_summary.json").is_file()

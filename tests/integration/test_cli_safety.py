@@ -182,9 +182,13 @@ def test_a_data_error_in_a_worker_is_one_paragraph_and_not_retried(tmp_path, ray
     assert not (out / "train_summary.json").exists()
 
 
-def test_sigterm_stops_a_run_within_seconds_leaves_no_ray_of_its_own_and_resumes(tmp_path):
+def test_sigterm_stops_a_run_within_seconds_leaves_no_ray_of_its_own_and_resumes(
+    tmp_path, ray_cluster
+):
     """The drill of issue 17: a scheduler (or ``kill``) stops the driver with SIGTERM. The
-    command started its own Ray here (no RAY_ADDRESS): every process it started must be gone."""
+    command started its own Ray here (no RAY_ADDRESS): every process it started must be gone.
+    The same command then resumes in the session's Ray (a restart need not be on the same
+    Ray; this saves a Ray start)."""
     import psutil
 
     shards, out = _mixed_shards(tmp_path), tmp_path / "out"
@@ -209,7 +213,7 @@ def test_sigterm_stops_a_run_within_seconds_leaves_no_ray_of_its_own_and_resumes
     assert marker["state"] == "interrupted"
     assert not (out / "train_summary.json").exists() and not list(out.glob(".staging-*"))
     # The same command resumes and finishes.
-    proc, err = _start(command, env, tmp_path / "console")
+    proc, err = _start(command, _env(ray_cluster), tmp_path / "console")
     assert proc.wait(timeout=400) == 0, err.read_text()
     assert "resuming the earlier `jumpray train` run" in err.read_text()
     assert json.loads((out / "jumpray_run.json").read_text())["state"] == "done"
