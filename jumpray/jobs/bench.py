@@ -431,17 +431,23 @@ def run_timing(
     for r in range(rounds):
         if wait_idle > 0:
             _wait_for_idle(wait_idle)
-        speed = _speed_run(
-            r, noise=noise, data=data, configs=configs, methods=methods, timing=t,
-            device=device, threads=threads,
-        )  # fmt: skip
+        base = {"noise": noise, "round": r, "data": str(data), "device": device}
+        base["warmup_steps"] = t["warmup_steps"]
+        speed = _timing_run(
+            base
+            | {"phase": "speed", "method": "+".join(methods), "steps": t["steps"]}
+            | {"block": t["block"], "configs": {m: configs[m].model_dump() for m in methods}},
+            threads=threads,
+        )
         for name in methods:
             if wait_idle > 0:
                 _wait_for_idle(wait_idle)
-            row = _memory_run(
-                r, name, noise=noise, data=data, config=configs[name], timing=t,
-                device=device, threads=threads,
-            )  # fmt: skip
+            row = _timing_run(
+                base
+                | {"phase": "timing", "method": name, "steps": t["memory_steps"]}
+                | {"config": configs[name].model_dump()},
+                threads=threads,
+            )
             rows.append(_merge_speed(row, speed))
             if row.get("error") is None:
                 log.info(
@@ -476,65 +482,14 @@ def run_timing(
     }
 
 
-def _speed_run(
-    round_: int,
-    *,
-    noise: str,
-    data: Path,
-    configs: dict[str, RunConfig],
-    methods: list[str],
-    timing: dict[str, int],
-    device: str,
-    threads: int,
-) -> dict[str, Any]:
-    """One round's speed run (every method in one process); ``{"error"}`` when it failed."""
-    spec = {
-        "phase": "speed",
-        "method": "+".join(methods),
-        "noise": noise,
-        "round": round_,
-        "data": str(data),
-        "configs": {name: configs[name].model_dump() for name in methods},
-        "device": device,
-        "steps": timing["steps"],
-        "warmup_steps": timing["warmup_steps"],
-        "block": timing["block"],
-    }
+def _timing_run(spec: dict[str, Any], *, threads: int) -> dict[str, Any]:
+    """One run of the timing phase in a fresh process; ``{"round", "method", "error"}`` when it
+    failed (the round then gives no ratio for what it measured)."""
     try:
         return run_worker(spec, threads=threads)
     except BenchRunError as exc:
-        log.error("bench timing: speed run of round %d: %s", round_ + 1, exc)
-        return {"round": round_, "error": str(exc)}
-
-
-def _memory_run(
-    round_: int,
-    name: str,
-    *,
-    noise: str,
-    data: Path,
-    config: RunConfig,
-    timing: dict[str, int],
-    device: str,
-    threads: int,
-) -> dict[str, Any]:
-    """One method's memory run (its own fresh process); ``{"error"}`` when it failed."""
-    spec = {
-        "phase": "timing",
-        "method": name,
-        "noise": noise,
-        "round": round_,
-        "data": str(data),
-        "config": config.model_dump(),
-        "device": device,
-        "steps": timing["memory_steps"],
-        "warmup_steps": timing["warmup_steps"],
-    }
-    try:
-        return run_worker(spec, threads=threads)
-    except BenchRunError as exc:
-        log.error("bench timing: %s", exc)
-        return {"round": round_, "method": name, "error": str(exc)}
+        log.error("bench timing: round %d: %s", spec["round"] + 1, exc)
+        return {"round": spec["round"], "method": spec["method"], "error": str(exc)}
 
 
 SPEED_FIELDS = (
