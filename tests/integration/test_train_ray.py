@@ -281,6 +281,40 @@ def test_cli_reports_bad_input_in_one_paragraph(ray_cluster, tmp_path, capsys):
     assert "jumpray train: error:" in err and "nowhere" in err and "Traceback" not in err
 
 
+def test_one_worker_with_rows_in_memory_takes_the_free_cores(ray_cluster, shards, tmp_path):
+    """Materialized rows: the worker keeps them in memory, uses the node's 2 CPUs, and the
+    summary reports each start-up part."""
+    cfg = _config(
+        tmp_path,
+        train={"epochs": 2},
+        jump={"warmup_epochs": 1},
+        scaling={"num_workers": 1},
+        tracking={"enabled": False},
+    )
+    result = fit(
+        cfg,
+        train=read_shards(shards["train"]),
+        out_dir=tmp_path / "out",
+        startup={"startup_x_s": 1.5},
+    )
+    for m in result.history:
+        assert (m["num_unique_seen"], m["num_seen_multiple"], m["num_unseen"]) == (N_TRAIN, 0, 0)
+    s = result.summary
+    assert s["torch_threads"] == 2  # 2 CPUs, 1 worker, nothing left to read
+    assert s["startup_x_s"] == 1.5  # the caller's parts are kept
+    for key in (
+        "startup_materialize_s",
+        "startup_trainer_s",
+        "startup_worker_s",
+        "startup_load_rows_s",
+        "teardown_s",
+    ):
+        assert s[key] > 0, key
+    assert s["startup_parts_total_s"] >= s["startup_trainer_s"] + s["startup_x_s"]
+    # The start-up parts are in the first epoch's metrics only.
+    assert "startup_trainer_s" in result.history[0] and "startup_trainer_s" not in result.history[1]
+
+
 def _flags(result) -> dict[str, torch.Tensor]:
     return load_checkpoint(result.checkpoint_dir)["method"]["flags"]
 
@@ -290,12 +324,10 @@ def test_streamed_rows_keep_the_jump_semantics_of_rows_in_memory(
 ):
     """``data.materialize=false``, or rows over the object store budget, stream every epoch:
     every idx is trained on once per epoch (1 and 2 workers), and in read order the flags equal
-    those of the same run with the rows in memory. The run with the rows in memory also shows
-    that one worker takes the node's free cores and that the summary reports each start-up
-    part."""
+    those of the same run with the rows in memory."""
     from jumpray.data import shards as shards_module
 
-    def run(name: str, workers: int, startup: dict | None = None, **data):
+    def run(name: str, workers: int, **data):
         cfg = _config(
             tmp_path / name,
             train={"epochs": 2},
@@ -304,12 +336,10 @@ def test_streamed_rows_keep_the_jump_semantics_of_rows_in_memory(
             data=data,
             tracking={"enabled": False},
         )
-        train = read_shards(shards["train"])
-        return fit(cfg, train=train, out_dir=tmp_path / name, startup=startup)
+        return fit(cfg, train=read_shards(shards["train"]), out_dir=tmp_path / name)
 
     in_order = {"shuffle_buffer": 0, "preserve_order": True}
-    kept = run("memory", 1, startup={"startup_x_s": 1.5}, **in_order)
-    _check_rows_in_memory(kept)
+    kept = run("memory", 1, **in_order)
     streamed = run("stream", 1, materialize=False, **in_order)
     assert kept.history[0]["startup_load_rows_s"] > 0  # read into the worker once
     assert streamed.history[0]["startup_load_rows_s"] == 0.0  # nothing kept: it streams
@@ -333,24 +363,3 @@ def test_streamed_rows_keep_the_jump_semantics_of_rows_in_memory(
     assert over.history[0]["startup_load_rows_s"] == 0.0
     # Flags are keyed by idx: each sample's visit count is that of the in-memory run.
     assert torch.equal(_flags(over)["visits"], _flags(kept)["visits"])
-
-
-def _check_rows_in_memory(result) -> None:
-    """Materialized rows, one worker: it keeps them in memory, uses the node's 2 CPUs, and the
-    summary reports each start-up part."""
-    for m in result.history:
-        assert (m["num_unique_seen"], m["num_seen_multiple"], m["num_unseen"]) == (N_TRAIN, 0, 0)
-    s = result.summary
-    assert s["torch_threads"] == 2  # 2 CPUs, 1 worker, nothing left to read
-    assert s["startup_x_s"] == 1.5  # the caller's parts are kept
-    for key in (
-        "startup_materialize_s",
-        "startup_trainer_s",
-        "startup_worker_s",
-        "startup_load_rows_s",
-        "teardown_s",
-    ):
-        assert s[key] > 0, key
-    assert s["startup_parts_total_s"] >= s["startup_trainer_s"] + s["startup_x_s"]
-    # The start-up parts are in the first epoch's metrics only.
-    assert "startup_trainer_s" in result.history[0] and "startup_trainer_s" not in result.history[1]
