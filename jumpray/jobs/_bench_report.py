@@ -310,8 +310,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"{report['date']} · {m['cpu']} · {m['cpu_count']} CPUs · torch {m['torch']}, "
         f"{m['torch_threads']} threads · device {report['device']} · total {report['total_wall_s'] / 60:.1f} min",
         "",
-        _load_line(report["rows"]),
-        "",
+        # The quality runs' load (the timing phase reports its own below).
+        *([_load_line(report["rows"]), ""] if report["rows"] else []),
         f"Fashion-MNIST, first {s['num_train']} training samples, {s['num_test']} test samples; "
         f"backbone {s['backbone']}, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']}, "
         f"seed {s['seed']}; JT warm-up {s['warmup_epochs']} epochs; Co-teaching/JoCoR forget rate = "

@@ -163,6 +163,7 @@ def _report():
 def test_markdown_carries_medians_with_their_spread_and_the_readings():
     md = format_markdown(_report())
     assert "Quality runs: not run" in md
+    assert "Machine load during the runs" not in md  # no quality runs: the timing phase says it
     assert (
         "Timing phase: 3 rounds" in md
         and "take turns of 10 training steps of batch 128 until each has run 40" in md
