@@ -431,8 +431,13 @@ def run_timing(
     for r in range(rounds):
         if wait_idle > 0:
             _wait_for_idle(wait_idle)
-        base = {"noise": noise, "round": r, "data": str(data), "device": device}
-        base["warmup_steps"] = t["warmup_steps"]
+        base = {
+            "noise": noise,
+            "round": r,
+            "data": str(data),
+            "device": device,
+            "warmup_steps": t["warmup_steps"],
+        }
         speed = _timing_run(
             base
             | {"phase": "speed", "method": "+".join(methods), "steps": t["steps"]}
@@ -442,20 +447,24 @@ def run_timing(
         for name in methods:
             if wait_idle > 0:
                 _wait_for_idle(wait_idle)
-            row = _timing_run(
+            memory = _timing_run(
                 base
                 | {"phase": "timing", "method": name, "steps": t["memory_steps"]}
                 | {"config": configs[name].model_dump()},
                 threads=threads,
             )
-            rows.append(_merge_speed(row, speed))
+            row = _merge_speed(memory, speed)
+            rows.append(row)
             if row.get("error") is None:
+                # The round's speed (from the speed run; None when it failed), not the memory
+                # run's own.
+                sps = row["samples_per_s"]
                 log.info(
-                    "bench timing: round %d/%d %s: %.0f samples/s, peak %.0f MB",
+                    "bench timing: round %d/%d %s: %s samples/s, peak %.0f MB",
                     r + 1,
                     rounds,
                     name,
-                    row["samples_per_s"],
+                    "–" if sps is None else f"{sps:.0f}",
                     row["peak_memory_mb"],
                 )
     first = next((row for row in rows if row.get("error") is None), {})

@@ -2,8 +2,9 @@
 
 Real Fashion-MNIST (1000 samples, sym:0.4, 3 epochs), one fresh process per method, cleanlab with
 2 folds, then the timing phase (2 rounds: the four trainers taking turns in one process for 5
-timed steps each, then a short memory run of each in its own process); several minutes on the shared 2-core box, hence ``slow``. Timings are never
-asserted, only that they were taken and summarized.
+timed steps each, then a short memory run of each in its own process); several minutes on the
+shared 2-core box, hence ``slow``. Timings are never asserted, only that they were taken and
+summarized.
 """
 
 from __future__ import annotations
