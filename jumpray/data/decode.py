@@ -16,12 +16,15 @@ import io
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from jumpray.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # torch is imported where pixels are decoded: a process that only scans headers
+    import torch  # or unpickles a read plan (Ray Data's coordinators) skips its 2-3 s import
 
 __all__ = [
     "decode_image",
@@ -87,6 +90,7 @@ def _draft_reduces(size: tuple[int, int], image_size: int | None) -> bool:
 def _decode_jpegs(images: Sequence[bytes], channels: int, device: torch.device) -> list:
     """[uint8 (C, H_i, W_i)] of JPEG bytes, one ``decode_jpeg`` call: libjpeg-turbo on the CPU,
     nvJPEG on CUDA. Raises RuntimeError on bad bytes (one bad image fails the call)."""
+    import torch
     from torchvision.io import ImageReadMode
 
     decode = _torch_jpeg_decoder()
@@ -181,6 +185,8 @@ def _decode_tensor(
         _TooLarge: over ``max_pixels`` after the reduced JPEG decode.
         Exception: whatever the decoder raises on bad bytes.
     """
+    import torch
+
     im = _open(data)
     target = channels or _channels_of(im.mode)
     use_torch = (
@@ -236,6 +242,8 @@ def decode_jpeg_batch(
     Raises:
         DataError: an image does not decode (the reason of :func:`decode_image`).
     """
+    import torch
+
     device = torch.device(device)
     out = torch.empty((len(images), channels, image_size, image_size), dtype=torch.uint8)
     out = out.to(device)

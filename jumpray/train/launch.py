@@ -7,7 +7,7 @@ The driver:
 3. builds a ``TorchTrainer`` over :func:`~jumpray.train.worker.train_fn_per_worker` with
    ``ScalingConfig`` from ``scaling.*``, ``FailureConfig(max_failures)`` (restarts resume from the
    last checkpoint), ``CheckpointConfig(num_to_keep=2)``, a unique run name (a uuid, so V2 never
-   silently resumes an old run) and :class:`UnequalSplit`, a
+   silently resumes an old run) and :class:`~jumpray.train.split.UnequalSplit`, a
    ``DataConfig`` with ``streaming_split(equal=False)`` (Ray's default split drops samples);
 4. prints one line per epoch and logs the metrics to MLflow from the driver
    (:mod:`jumpray.train.progress`);
@@ -64,9 +64,10 @@ from jumpray.train.progress import DriverProgress, EpochForwarder, make_queue
 from jumpray.train.rows import TRAIN_COLUMNS, DatasetBatches
 from jumpray.train.snapshots import create_snapshot_store, store_name
 from jumpray.train.spec import SPEC_KEY, FaultInjection, WorkerSpec
+from jumpray.train.split import UnequalSplit
 from jumpray.train.worker import run_worker, train_fn_per_worker
 
-__all__ = ["fit", "TrainResult", "UnequalSplit", "RUN_FILE", "worker_spec_for", "log_served_model"]
+__all__ = ["fit", "TrainResult", "RUN_FILE", "worker_spec_for", "log_served_model"]
 
 log = get_logger(__name__)
 
@@ -112,42 +113,6 @@ class TrainResult:
             ray.kill(self.snapshot_store)
         self.snapshot_store = None
         self.snapshots = []
-
-
-class UnequalSplit(ray.train.DataConfig):
-    """Split every dataset with ``streaming_split(equal=False)``: no sample is dropped.
-
-    Ranks then get unequal numbers of rows; the worker's per-step vote and dummy steps keep DDP
-    aligned (jumpray.train.loop.train_epoch).
-
-    Args:
-        preserve_order: deterministic row order (``data.preserve_order``).
-    """
-
-    def __init__(self, *, preserve_order: bool = False):
-        super().__init__()
-        self.preserve_order = preserve_order
-
-    def configure(
-        self,
-        datasets: dict[str, Any],
-        world_size: int,
-        worker_handles: Any,
-        worker_node_ids: Any,
-        **kwargs: Any,
-    ) -> list[dict[str, Any]]:
-        output: list[dict[str, Any]] = [{} for _ in range(world_size)]
-        for name, ds in datasets.items():
-            ds = ds.copy(ds)
-            if ds.name is None:
-                ds.set_name(name)
-            options = self._resolve_execution_options(name)
-            options.preserve_order = self.preserve_order or options.preserve_order
-            ds.context.execution_options = options
-            splits = ds.streaming_split(world_size, equal=False, locality_hints=worker_node_ids)
-            for rank, split in enumerate(splits):
-                output[rank][name] = split
-        return output
 
 
 # How often Ray Train's controller polls the workers (its default is 2 s). Each poll is a small

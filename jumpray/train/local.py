@@ -21,6 +21,7 @@ from jumpray.config import RunConfig
 from jumpray.data.augment import build_augmenter
 from jumpray.log import get_logger
 from jumpray.train.epoch import BatchHook, run_epoch
+from jumpray.train.lines import format_epoch_line
 from jumpray.train.methods import Method, build_method
 from jumpray.train.seeds import plain_order_generator
 
@@ -30,7 +31,6 @@ __all__ = [
     "LocalResult",
     "run_local",
     "iter_batches",
-    "format_epoch_line",
     "summarize_history",
 ]
 
@@ -106,25 +106,6 @@ class ArrayBatches:
             return None
         generator = self.order if seed is not None else None
         return iter_batches(rows, batch_size=batch_size, generator=generator)
-
-
-def format_epoch_line(epoch: int, epochs: int, m: dict[str, float], eta_s: float) -> str:
-    """One progress line a person can follow: the key metrics and an ETA."""
-    parts = [
-        f"epoch {epoch + 1}/{epochs}",
-        f"loss {m['loss']:.3f}",
-        f"sel {m['selected_fraction']:.2f}",
-    ]
-    if "precision" in m:
-        parts += [f"prec {m['precision']:.3f}", f"rec {m['recall']:.3f}"]
-    if "test_accuracy" in m:
-        parts.append(f"test acc {m['test_accuracy']:.4f}")
-    parts += [
-        f"{m['samples_per_s']:.0f} samples/s",
-        f"{m['epoch_time_s']:.1f}s",
-        f"ETA {eta_s:.0f}s",
-    ]
-    return " | ".join(parts)
 
 
 def run_local(

@@ -3,7 +3,7 @@
 Ray Train V2 calls a :class:`ray.train.UserCallback`'s ``after_report`` on its controller process
 (not on the driver) once every worker has reported. :class:`EpochForwarder` forwards rank 0's
 metrics from there into a small queue actor; :class:`DriverProgress`, a thread in the driver, takes
-them out, prints the progress line (:func:`jumpray.train.local.format_epoch_line`, with an ETA) and
+them out, prints the progress line (:func:`jumpray.train.lines.format_epoch_line`, with an ETA) and
 logs them to the tracker. So MLflow is only ever called from the driver, and a tracking failure
 can at most warn (the tracker never raises unless strict).
 """
@@ -19,7 +19,7 @@ from ray.train import UserCallback
 
 from jumpray.log import get_logger
 from jumpray.tracking import NoopTracker
-from jumpray.train.local import format_epoch_line
+from jumpray.train.lines import format_epoch_line
 
 __all__ = ["EpochForwarder", "DriverProgress", "make_queue"]
 

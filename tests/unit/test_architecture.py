@@ -137,6 +137,21 @@ def test_light_imports_stay_light(module):
     assert out == "", f"importing {module} pulled in {out}"
 
 
+@pytest.mark.parametrize(
+    "module",
+    ["jumpray.train.split", "jumpray.train.progress", "jumpray.data.shards", "jumpray.data.scan"],
+)
+def test_what_rays_helper_processes_import_stays_torch_free(module):
+    """Ray Train's controller and dataset manager and the shard-scan tasks import these (they
+    unpickle the callback, the data config and the read plan); torch there cost each run about
+    3 s per process on 2 cores."""
+    code = f"import sys, {module}\nprint('torch' in sys.modules)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "False", f"importing {module} pulled in torch"
+
+
 def test_pipelines_is_not_a_package():
     assert not (ROOT / "pipelines" / "__init__.py").exists()
 

@@ -8,6 +8,7 @@ checkpoint is refused: tests/unit/test_tracking_checkpoint.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,18 @@ def test_a_local_ray_is_our_own_with_its_dashboard_on_loopback(fake_ray):
     # Every process of the run asks its own dashboard, whatever else runs on the machine.
     assert env == {"A": "1", "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
     assert kw["runtime_env"]["pip"] == ["x"]
+
+
+def test_only_a_local_ray_turns_off_rays_preemption_watcher(fake_ray, monkeypatch):
+    (name,) = ray_utils.LOCAL_RAY_ENV
+    monkeypatch.delenv(name, raising=False)
+    ray_utils.init_ray(address="10.0.0.5:6379")  # a cluster: nodes may be drained, keep it
+    assert name not in os.environ
+    ray_utils.init_ray(num_cpus=1)  # one machine that is the whole cluster: nothing to watch
+    assert os.environ[name] == "0"
+    monkeypatch.setenv(name, "1")  # a value the user set wins
+    ray_utils.init_ray(num_cpus=1)
+    assert os.environ[name] == "1"
 
 
 def test_joining_a_cluster_points_the_state_api_at_its_gcs(fake_ray, monkeypatch):
