@@ -206,13 +206,12 @@ def plot_gallery(
     n = len(rows)
     cols = min(columns, n)
     lines = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        lines,
-        cols,
-        figsize=(2.0 * cols, 2.6 * lines + 0.4),
-        dpi=100,
-        squeeze=False,
-        layout="constrained",
+    height = 2.6 * lines + 0.9
+    fig, axes = plt.subplots(lines, cols, figsize=(2.0 * cols, height), dpi=100, squeeze=False)
+    # Fixed margins, not a constrained layout: solving one over 36 titled axes took about 2 s
+    # of every clean job's report. The top inch holds the title and the first row's labels.
+    fig.subplots_adjust(
+        left=0.02, right=0.98, bottom=0.01, top=1 - 1.0 / height, wspace=0.1, hspace=0.35
     )
     for ax in axes.flat:
         ax.axis("off")
@@ -228,7 +227,9 @@ def plot_gallery(
             f"score {row['label_score']:.3g}",
             fontsize=8,
         )
-    fig.suptitle("most suspicious labels (lowest label_score first)", fontsize=11)
+    fig.suptitle(
+        "most suspicious labels (lowest label_score first)", fontsize=11, y=1 - 0.12 / height
+    )
     return save_figure(fig, path)
 
 

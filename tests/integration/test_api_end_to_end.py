@@ -191,24 +191,6 @@ def test_score_with_the_logged_model_with_and_without_a_caller_ray(cleaned, data
     )
 
 
-def test_train_and_read_shards_in_a_caller_ray(cleaned, data, ray_cluster, tmp_path):
-    result, uri, _ = cleaned
-    source = jumpray.read_shards(result.clean_shards)
-    assert source.dataset.count() == result.summary["num_kept"]
-    trained = jumpray.train_model(
-        result.clean_shards,
-        tmp_path / "retrain",
-        config="smoke",
-        test_shards=data / "test",
-        tracking=_tracking(uri),
-    )
-    assert ray_cluster.is_initialized()
-    assert isinstance(trained, jumpray.TrainResult)
-    assert trained.summary["num_samples"] == result.summary["num_kept"]
-    assert trained.summary["epochs"] == 2 and trained.checkpoint.is_dir()
-    assert trained.model_uri == f"runs:/{trained.run_id}/model"
-
-
 def test_tune_without_a_caller_ray(data, tmp_path):
     with no_caller_ray():
         tuned = jumpray.tune_sweep(
@@ -230,7 +212,8 @@ def test_tune_without_a_caller_ray(data, tmp_path):
 
 
 def test_the_example_runs_on_a_tiny_subset(tmp_path, monkeypatch, ray_cluster):
-    # In the session's Ray: the functions' own-Ray path is tested above (cleaned, tune).
+    # In the session's Ray: the functions' own-Ray path is tested above (cleaned, tune); this is
+    # also the caller's-Ray test of read_shards and train_model (one retrain, not two).
     for key, value in {
         "JUMPRAY_EXAMPLE_LIMIT": "200",
         "JUMPRAY_EXAMPLE_EPOCHS": "2",
@@ -240,7 +223,13 @@ def test_the_example_runs_on_a_tiny_subset(tmp_path, monkeypatch, ray_cluster):
         monkeypatch.setenv(key, value)
     namespace = runpy.run_path(str(EXAMPLE), run_name="__main__")
     assert ray_cluster.is_initialized()  # the caller's Ray stays up
-    assert namespace["result"].summary["num_samples"] == 200
-    assert namespace["retrained"].summary["num_samples"] == namespace["result"].summary["num_kept"]
+    result, retrained = namespace["result"], namespace["retrained"]
+    assert result.summary["num_samples"] == 200
     assert namespace["probs"].shape == (8, 10)
+    # read_shards and train_model in the caller's Ray, on the cleaned shards, tracked.
+    assert jumpray.read_shards(result.clean_shards).dataset.count() == result.summary["num_kept"]
+    assert isinstance(retrained, jumpray.TrainResult)
+    assert retrained.summary["num_samples"] == result.summary["num_kept"]
+    assert retrained.summary["epochs"] == 2 and retrained.checkpoint.is_dir()
+    assert retrained.model_uri == f"runs:/{retrained.run_id}/model"
     assert (tmp_path / "retrain" / "train_summary.json").is_file()

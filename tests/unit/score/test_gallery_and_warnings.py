@@ -40,6 +40,9 @@ def test_gallery_of_huge_images_stays_small(tmp_path):
     rows = _huge_shard(tmp_path / "f")
     code = f"""
 import json, resource, sys
+# The decoder imports torch and torchvision's resize on first use (about 170 MB of libraries):
+# imported before the baseline, so what is measured is the images' memory.
+import torch, torchvision.transforms.v2.functional
 from jumpray.score.export import read_gallery_images
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 images = read_gallery_images({str(tmp_path / "f")!r}, {rows!r}, side=64)
