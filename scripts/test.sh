@@ -8,4 +8,9 @@ echo "== ruff format --check" && .venv/bin/ruff format --check .
 echo "== pytest (unit, integration and slow tiers; gpu tests run only where CUDA exists)"
 marker="not gpu"
 if .venv/bin/python -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then marker=""; fi
-exec .venv/bin/python -m pytest -m "$marker" -p no:cacheprovider "$@"
+# Two processes (JUMPRAY_TEST_PROCS=1 for one): the Ray tests one after the other in one, the unit
+# and plain-loop tests in the other (groups: tests/conftest.py; README, 'Tests').
+procs="${JUMPRAY_TEST_PROCS:-2}"
+xdist=()
+if [ "$procs" -gt 1 ]; then xdist=(-n "$procs" --dist loadgroup); fi
+exec .venv/bin/python -m pytest -m "$marker" -p no:cacheprovider "${xdist[@]}" "$@"

@@ -143,6 +143,20 @@ def s3_bucket(s3_server, request):
     return f"s3://{name}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Groups for ``pytest -n 2 --dist loadgroup`` (what ./run.sh test runs): every test under
+    tests/integration in one process, one after the other, since they share the session's Ray and
+    two Ray instances on a machine break Ray's State API; each slow module in one process, since
+    its module fixture trains several minutes. The unit tests run beside them. Without xdist the
+    markers do nothing."""
+    for item in items:
+        parts = item.path.parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif "slow" in parts:
+            item.add_marker(pytest.mark.xdist_group(f"slow-{item.path.stem}"))
+
+
 def pytest_runtest_setup(item):
     if item.get_closest_marker("gpu"):
         import torch
