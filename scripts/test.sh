@@ -12,5 +12,5 @@ if .venv/bin/python -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available(
 # and plain-loop tests in the other (groups: tests/conftest.py; README, 'Tests').
 procs="${JUMPRAY_TEST_PROCS:-2}"
 xdist=()
-if [ "$procs" -gt 1 ]; then xdist=(-n "$procs" --dist loadgroup); fi
+if [ "$procs" -gt 1 ]; then xdist=(-n "$procs"); fi
 exec .venv/bin/python -m pytest -m "$marker" -p no:cacheprovider "${xdist[@]}" "$@"

@@ -143,18 +143,26 @@ def s3_bucket(s3_server, request):
     return f"s3://{name}"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n 2 --dist loadgroup`` (what ./run.sh test runs): every test under
-    tests/integration in one process, one after the other, since they share the session's Ray and
-    two Ray instances on a machine break Ray's State API; each slow module in one process, since
-    its module fixture trains several minutes. The unit tests run beside them. Without xdist the
-    markers do nothing."""
-    for item in items:
-        parts = item.path.parts
-        if "integration" in parts:
-            item.add_marker(pytest.mark.xdist_group("ray"))
-        elif "slow" in parts:
-            item.add_marker(pytest.mark.xdist_group(f"slow-{item.path.stem}"))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """How ``pytest -n 2`` (what ./run.sh test runs) shares the tests between its two processes:
+    every test under tests/integration in one process, one after the other in file order (they
+    share the session's Ray, and two Ray instances on a machine break Ray's State API); each slow
+    module whole in one process (its module fixture trains for minutes); each unit test on its
+    own, so the unit tests run beside the Ray tests. (xdist's ``--dist loadgroup`` markers do not
+    take effect with this pytest: the group suffix it writes never reaches the node ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if "/integration/" in f"/{path}":
+                return "ray"
+            if "/slow/" in f"/{path}":
+                return path
+            return nodeid
+
+    return RayTestsTogether(config, log)
 
 
 def pytest_runtest_setup(item):
