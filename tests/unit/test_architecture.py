@@ -114,6 +114,15 @@ def test_core_imports_only_torch_numpy_and_errors():
                 assert top in CORE_ALLOWED_EXTERNAL, f"jumpray/core/{path.name} imports {imported}"
 
 
+def _pulled_in(module: str, heavy: tuple[str, ...]) -> list[str]:
+    """The ``heavy`` modules a fresh interpreter has loaded after ``import module``."""
+    code = f"import sys, {module}\nprint(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return sorted(filter(None, out.split(",")))
+
+
 @pytest.mark.parametrize(
     "module",
     [
@@ -126,15 +135,8 @@ def test_core_imports_only_torch_numpy_and_errors():
     ],
 )
 def test_light_imports_stay_light(module):
-    code = (
-        f"import sys, {module}\n"
-        "bad = sorted(m for m in ('ray', 'mlflow', 'webdataset') if m in sys.modules)\n"
-        "print(','.join(bad))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == "", f"importing {module} pulled in {out}"
+    bad = _pulled_in(module, ("ray", "mlflow", "webdataset"))
+    assert bad == [], f"importing {module} pulled in {bad}"
 
 
 @pytest.mark.parametrize(
@@ -145,11 +147,7 @@ def test_what_rays_helper_processes_import_stays_torch_free(module):
     """Ray Train's controller and dataset manager and the shard-scan tasks import these (they
     unpickle the callback, the data config and the read plan); torch there cost each run about
     3 s per process on 2 cores."""
-    code = f"import sys, {module}\nprint('torch' in sys.modules)\n"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert out == "False", f"importing {module} pulled in torch"
+    assert _pulled_in(module, ("torch",)) == [], f"importing {module} pulled in torch"
 
 
 def test_pipelines_is_not_a_package():
