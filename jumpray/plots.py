@@ -222,9 +222,14 @@ def plot_gallery(
                 ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
             else:
                 ax.imshow(np.transpose(img[:3], (1, 2, 0)))
-        ax.set_title(
+        ax.text(
+            0.5,
+            1.03,
             f"given: {names[row['given_label']]}\npred: {names[row['predicted_label']]}\n"
             f"score {row['label_score']:.3g}",
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
             fontsize=8,
         )
     fig.suptitle(
