@@ -222,6 +222,8 @@ def plot_gallery(
                 ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
             else:
                 ax.imshow(np.transpose(img[:3], (1, 2, 0)))
+        # A text, not an axes title: matplotlib re-places every title against its axes'
+        # bounding box when drawing (0.7 of the 1.6 s that 36 thumbnails took).
         ax.text(
             0.5,
             1.03,

@@ -23,17 +23,22 @@ for _k, _v in {
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_TRAIN_V2_ENABLED": "1",
-    # Ray starts its helper processes (Train's controller, Ray Data's tasks, the scoring actors)
-    # at nice 15: against the other pytest process (nice 0, see pytest_runtest_setup) they got a
-    # thirtieth of a shared core, and each Ray test's start-up waited on them.
-    "RAY_worker_niceness": "0",
 }.items():
     os.environ.setdefault(_k, _v)
 
-# The niceness of the pytest process that runs no Ray test, under `pytest -n 2`: it takes the
-# cores the Ray tests leave idle (a quarter of them, measured), about a tenth of a core when both
-# are busy, instead of half.
-OTHER_TESTS_NICENESS = 10
+# Under `pytest -n 2` (./run.sh test) the Ray tests run one after the other in the process
+# RAY_TESTS_WORKER, and decide how long the run takes; every other test runs in the other process
+# (pytest_xdist_make_scheduler). That one takes only the CPU the Ray tests leave idle (about a
+# third of the 2 cores, measured): nice 19, below even Ray's helper processes (nice 15), which
+# at nice 0 it had starved (the API test's first clean took 250 s instead of 60 s). Its torch
+# threads wait for each other asleep, not spinning: a spinning thread whose partner is not
+# running burns the idle CPU for nothing (the four-method test took 23 min at nice 10).
+RAY_TESTS_WORKER = "gw0"
+RAY_SCOPE = "ray"
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER and _WORKER != RAY_TESTS_WORKER:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when torch loads OpenMP (not loaded yet)
+    os.nice(19 - os.nice(0))
 
 
 def _free_port() -> int:
@@ -155,34 +160,43 @@ def s3_bucket(s3_server, request):
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """How ``pytest -n 2`` (what ./run.sh test runs) shares the tests between its two processes:
-    every test under tests/integration in one process, one after the other in file order (they
-    share the session's Ray, and two Ray instances on a machine break Ray's State API); each slow
-    module whole in one process (its module fixture trains for minutes); each unit test on its
-    own, so the unit tests run beside the Ray tests. (xdist's ``--dist loadgroup`` markers do not
-    take effect with this pytest: the group suffix it writes never reaches the node ids.)"""
+    every test under tests/integration in RAY_TESTS_WORKER, one after the other in file order
+    (they share the session's Ray, and two Ray instances on a machine break Ray's State API);
+    every other test in the other process (each slow module whole: its module fixture trains for
+    minutes), or in RAY_TESTS_WORKER once its Ray tests are done. (xdist's ``--dist loadgroup``
+    markers do not take effect with this pytest: the group suffix never reaches the node ids.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class RayTestsTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             if "/integration/" in f"/{path}":
-                return "ray"
+                return RAY_SCOPE
             if "/slow/" in f"/{path}":
                 return path
             return nodeid
+
+        def _assign_work_unit(self, node) -> None:
+            # The base class sends the next unit in the queue to whichever node asks.
+            ids = {n.gateway.id for n in self.nodes}
+            ray_here = node.gateway.id == RAY_TESTS_WORKER or RAY_TESTS_WORKER not in ids
+            if ray_here and RAY_SCOPE in self.workqueue:
+                scope = RAY_SCOPE
+            else:
+                scope = next((s for s in self.workqueue if s != RAY_SCOPE), None)
+            if scope is None:  # only the Ray tests are left, and they are not this node's
+                return
+            work_unit = self.workqueue.pop(scope)
+            self.assigned_work.setdefault(node, {})[scope] = work_unit
+            collection = self.registered_collections[node]
+            node.send_runtest_some(
+                [collection.index(nodeid) for nodeid, done in work_unit.items() if not done]
+            )
 
     return RayTestsTogether(config, log)
 
 
 def pytest_runtest_setup(item):
-    if (
-        os.environ.get("PYTEST_XDIST_WORKER")
-        and "/integration/" not in f"/{item.nodeid}"
-        and os.nice(0) < OTHER_TESTS_NICENESS
-    ):
-        # The Ray tests decide how long the run takes (their process runs nothing else until
-        # they are done: pytest_xdist_make_scheduler), so the other process yields the CPU.
-        os.nice(OTHER_TESTS_NICENESS - os.nice(0))
     if item.get_closest_marker("gpu"):
         import torch
 

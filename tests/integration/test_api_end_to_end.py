@@ -63,8 +63,11 @@ def data(tmp_path_factory, fashion_mnist_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cleaned(data):
-    """``jumpray.clean`` with no caller-started Ray: it starts one and shuts it down."""
+def own_ray(data, tmp_path_factory) -> dict:
+    """Each function that starts a Ray of its own when the caller has none, in one window
+    without the session's Ray (stopped and started again once, not three times): ``jumpray.clean``,
+    ``jumpray score`` through the CLI with the clean run's logged model, ``jumpray.tune_sweep``.
+    Returns their results and whether a Ray was left up after each."""
     uri = f"sqlite:///{data / 'mlflow.db'}"
     with no_caller_ray():
         result = jumpray.clean(
@@ -75,8 +78,31 @@ def cleaned(data):
             tracking=_tracking(uri),
             **TINY,
         )
-        ray_left_up = _ray_up()
-    return result, uri, ray_left_up
+        runs = {"cleaned": (result, uri, _ray_up())}
+        out = data / "score-run"
+        args = ["score", "--shards", str(data / "test"), "--checkpoint", result.model_uri]
+        runs["score_code"] = main([*args, "--out", str(out), f"tracking.uri={uri}"])
+        runs["score_out"], runs["ray_up_after_score"] = out, _ray_up()
+        runs["tuned"] = jumpray.tune_sweep(
+            data / "train",
+            tmp_path_factory.mktemp("tune"),
+            config="smoke",
+            tune={
+                "searcher": "grid",
+                "num_samples": 1,
+                "grace_period": 1,
+                "search_space": {"jump.interval": {"grid": [1]}},
+            },
+            tracking={"enabled": False},
+        )
+        runs["ray_up_after_tune"] = _ray_up()
+    return runs
+
+
+@pytest.fixture(scope="module")
+def cleaned(own_ray):
+    """``jumpray.clean`` with no caller-started Ray: it starts one and shuts it down."""
+    return own_ray["cleaned"]
 
 
 def test_clean_without_a_caller_ray_returns_its_outputs(cleaned):
@@ -156,7 +182,9 @@ def test_the_logged_model_reproduces_the_scorers_probabilities(cleaned):
     assert int(version.version) == 1
 
 
-def test_score_with_the_logged_model_with_and_without_a_caller_ray(cleaned, data, ray_cluster):
+def test_score_with_the_logged_model_with_and_without_a_caller_ray(
+    cleaned, own_ray, data, ray_cluster
+):
     result, uri, _ = cleaned
     # A registered version (the test above registered it), in the caller's Ray.
     scored = jumpray.score_shards(
@@ -178,34 +206,21 @@ def test_score_with_the_logged_model_with_and_without_a_caller_ray(cleaned, data
     np.testing.assert_allclose(
         table.column("prob_given").to_numpy(), probs[np.arange(150), given], atol=1e-5
     )
-    # The run's model through the CLI, with no Ray in the process.
-    out = data / "score-run"
-    with no_caller_ray():
-        args = ["score", "--shards", str(data / "test"), "--checkpoint", result.model_uri]
-        assert main([*args, "--out", str(out), f"tracking.uri={uri}"]) == 0
-        assert not _ray_up()
+    # The run's model through the CLI, with no Ray in the process (run by the own_ray fixture).
+    assert own_ray["score_code"] == 0 and not own_ray["ray_up_after_score"]
     np.testing.assert_allclose(
-        pq.read_table(out / "labels.parquet").sort_by("idx").column("prob_given").to_numpy(),
+        pq.read_table(own_ray["score_out"] / "labels.parquet")
+        .sort_by("idx")
+        .column("prob_given")
+        .to_numpy(),
         table.column("prob_given").to_numpy(),
         atol=1e-6,
     )
 
 
-def test_tune_without_a_caller_ray(data, tmp_path):
-    with no_caller_ray():
-        tuned = jumpray.tune_sweep(
-            data / "train",
-            tmp_path / "tune",
-            config="smoke",
-            tune={
-                "searcher": "grid",
-                "num_samples": 1,
-                "grace_period": 1,
-                "search_space": {"jump.interval": {"grid": [1]}},
-            },
-            tracking={"enabled": False},
-        )
-        assert not _ray_up()
+def test_tune_without_a_caller_ray(own_ray):
+    tuned = own_ray["tuned"]
+    assert not own_ray["ray_up_after_tune"]
     assert isinstance(tuned, jumpray.TuneResult)
     assert tuned.sweep.complete and len(tuned.sweep.records) == 1
     assert tuned.best_config is not None and tuned.best_config.is_file()

@@ -15,7 +15,9 @@ import pytest
 
 from jumpray.cli import main
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# No Ray: the bench runs each method in a plain process of its own (so it runs beside the Ray
+# tests under `pytest -n 2`, tests/conftest.py).
+pytestmark = pytest.mark.slow
 
 METHODS = {"ce", "coteaching", "jocor", "jumpteaching", "cleanlab"}
 ROW_KEYS = {
