@@ -198,12 +198,15 @@ def test_clean_submitted_to_a_two_node_token_cluster(tmp_path, fashion_mnist_dir
     gcs_port, dash_port, client_port, *node_ports = _free_ports(3 + 2 * n)
     dashboard = f"http://127.0.0.1:{dash_port}"
     # `python` in a job resolves through the node's PATH: the venv's bin first, as if activated
-    # (docs/architecture.md, 'Ray notes: job entrypoint').
+    # (docs/architecture.md, 'Ray notes: job entrypoint'). A node drains for up to 30 s on
+    # SIGTERM (Ray's preemption handling); the head never finished draining after the jobs
+    # and took 32 s to stop, so the nodes stop at once ('Ray notes: SIGTERM drains a node').
     node_env = _clean_env(
         HOME=str(home),
         RAY_AUTH_MODE="token",
         JUMPRAY_TEST_CLUSTER=str(root),
         PATH=f"{RAY.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
     )
     head_cmd = [str(RAY), "start", "--head", "--block", "--port", str(gcs_port)]
     head_cmd += ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
