@@ -35,6 +35,9 @@ for _k, _v in {
 # running burns the idle CPU for nothing (the four-method test took 23 min at nice 10).
 RAY_TESTS_WORKER = "gw0"
 RAY_SCOPE = "ray"
+# Unit tests that start processes which must meet within a timeout (two gloo ranks: 60 s) run
+# with the Ray tests, at full priority, after them.
+WITH_THE_RAY_TESTS = ("tests/unit/train/test_distributed.py",)
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if _WORKER and _WORKER != RAY_TESTS_WORKER:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when torch loads OpenMP (not loaded yet)
@@ -160,9 +163,9 @@ def s3_bucket(s3_server, request):
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """How ``pytest -n 2`` (what ./run.sh test runs) shares the tests between its two processes:
-    every test under tests/integration in RAY_TESTS_WORKER, one after the other in file order
-    (they share the session's Ray, and two Ray instances on a machine break Ray's State API);
-    every other test in the other process (each slow module whole: its module fixture trains for
+    every test under tests/integration (and WITH_THE_RAY_TESTS) in RAY_TESTS_WORKER, one after
+    the other in file order (they share the session's Ray, and two Ray instances on a machine
+    break Ray's State API); every other test in the other process (each slow module whole: its module fixture trains for
     minutes), or in RAY_TESTS_WORKER once its Ray tests are done. (xdist's ``--dist loadgroup``
     markers do not take effect with this pytest: the group suffix never reaches the node ids.)"""
     from xdist.scheduler import LoadScopeScheduling
@@ -170,7 +173,7 @@ def pytest_xdist_make_scheduler(config, log):
     class RayTestsTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            if "/integration/" in f"/{path}":
+            if "/integration/" in f"/{path}" or path.endswith(WITH_THE_RAY_TESTS):
                 return RAY_SCOPE
             if "/slow/" in f"/{path}":
                 return path
