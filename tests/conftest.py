@@ -29,7 +29,7 @@ for _k, _v in {
 # Under `pytest -n 2` (./run.sh test) the Ray tests run one after the other in the process
 # RAY_TESTS_WORKER, and decide how long the run takes; every other test runs in the other process
 # (pytest_xdist_make_scheduler). That one takes only the CPU the Ray tests leave idle (about a
-# third of the 2 cores, measured): nice 19, below even Ray's helper processes (nice 15), which
+# quarter of the 2 cores by vmstat): nice 19, below even Ray's helper processes (nice 15), which
 # at nice 0 it had starved (the API test's first clean took 250 s instead of 60 s). Its torch
 # threads wait for each other asleep, not spinning: a spinning thread whose partner is not
 # running burns the idle CPU for nothing (the four-method test took 23 min at nice 10).
