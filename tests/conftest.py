@@ -166,8 +166,9 @@ def pytest_xdist_make_scheduler(config, log):
     every test under tests/integration (and WITH_THE_RAY_TESTS) in RAY_TESTS_WORKER, one after
     the other in file order (they share the session's Ray, and two Ray instances on a machine
     break Ray's State API); every other test in the other process (each slow module whole: its
-    module fixture trains for minutes), or in RAY_TESTS_WORKER once its Ray tests are done. (xdist's ``--dist loadgroup``
-    markers do not take effect with this pytest: the group suffix never reaches the node ids.)"""
+    module fixture trains for minutes), or in RAY_TESTS_WORKER once its Ray tests are done.
+    (xdist's ``--dist loadgroup`` markers do not take effect with this pytest: the group suffix
+    never reaches the node ids.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class RayTestsTogether(LoadScopeScheduling):
